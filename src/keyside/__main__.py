@@ -1,0 +1,3 @@
+from keyside.cli import main
+
+raise SystemExit(main())
