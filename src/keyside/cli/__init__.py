@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args)
     except KeysideError as error:
         print(f"keyside: error: {error}", file=sys.stderr)
-        return EXIT_FAILURE
+        # keyside.cli.common.UsageError (options that do not fit together) exits like argparse does.
+        return EXIT_USAGE if error.reason == "usage" else EXIT_FAILURE
     except KeyboardInterrupt:
         print("keyside: interrupted", file=sys.stderr)
         return 130
