@@ -1,0 +1,115 @@
+"""`keyside exec` from start to exit: vault, host, scoped token, child, cleanup."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, Any, Protocol
+
+from keyside.exec.child import SignalRelay, run_child
+from keyside.exec.environment import (
+    COMMAND_MISSING,
+    ExecError,
+    build_child_env,
+    check_arguments,
+    select_services,
+)
+from keyside.manifest import Manifest
+
+logger = logging.getLogger(__name__)
+
+# A real sidecar is ready in well under a second; this covers a cold start on a slow disk and
+# the supervisor's own handshake timeout.
+SIDECAR_START_TIMEOUT_S = 15.0
+
+
+class ExecVault(Protocol):
+    """The part of keyside.vault.Vault that `keyside exec` uses."""
+
+    def load(self) -> None: ...
+
+    def is_configured(self, name: str) -> bool: ...
+
+    def snapshot(self) -> dict[str, str]: ...
+
+
+class ExecHost(Protocol):
+    """The part of keyside.host.Host that `keyside exec` uses."""
+
+    @property
+    def sidecar_url(self) -> str | None: ...
+
+    def start(self, timeout_s: float = ...) -> None: ...
+
+    def issue_exec_token(self, services: list[str]) -> tuple[str, str]: ...
+
+    def revoke_exec_token(self, token_id: str) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+HostFactory = Callable[[Manifest, Any], ExecHost]
+
+
+def _default_host_factory(manifest: Manifest, vault: Any) -> ExecHost:
+    from keyside.host import Host
+
+    return Host(manifest, vault)
+
+
+def run_exec(manifest: Manifest, vault: ExecVault, command: Sequence[str], *,
+             services: Sequence[str] | None = None, parent_env: Mapping[str, str] | None = None,
+             host_factory: HostFactory | None = None, stderr: IO[str] | None = None) -> int:
+    """Run `command` with a sidecar URL and a token scoped to `services`; return its exit code.
+
+    Raises ExecError (with the exit code to use) when a service or its secret is missing, an
+    argument contains a stored secret, or the command cannot be started. Must be called from
+    the main thread, because it installs signal handlers.
+    """
+    if not command:
+        raise ExecError("No command given.", reason=COMMAND_MISSING,
+                        fix="Put the command after `--`, e.g. `keyside exec -- python script.py`.",
+                        exit_code=2)
+    stderr = stderr or sys.stderr
+    parent_env = os.environ if parent_env is None else parent_env
+    host_factory = host_factory or _default_host_factory
+
+    vault.load()
+    selected = select_services(manifest, vault, services)
+    names = [spec.name for spec in selected]
+    secret_values = list(vault.snapshot().values())
+    check_arguments(command, secret_values)
+
+    with SignalRelay() as relay:
+        host = host_factory(manifest, vault)
+        try:
+            host.start(SIDECAR_START_TIMEOUT_S)
+            sidecar_url = host.sidecar_url
+            if not sidecar_url:
+                raise ExecError("The sidecar started but reported no URL.", reason="sidecar_unavailable",
+                                fix="Run `keyside doctor` and check the sidecar log.")
+            token_id, token = host.issue_exec_token(names)
+            logger.info("exec token issued token_id=%s services=%s url=%s",
+                        token_id, ",".join(names), sidecar_url)
+            try:
+                environment = build_child_env(parent_env, secret_values=secret_values,
+                                              sidecar_url=sidecar_url, token=token, services=names)
+                for name, why in environment.removed.items():
+                    print(f"keyside: {name} is not passed to the command: {why}.", file=stderr)
+                return run_child(command, environment.variables, relay)
+            finally:
+                _revoke(host, token_id)
+        finally:
+            host.stop()
+
+
+def _revoke(host: ExecHost, token_id: str) -> None:
+    # The token dies with the sidecar anyway; a failed revoke must not replace the exit code.
+    try:
+        host.revoke_exec_token(token_id)
+    except Exception as error:  # logged, and stop() follows
+        logger.warning("exec token revoke failed token_id=%s error=%s", token_id, error)
+    else:
+        logger.info("exec token revoked token_id=%s", token_id)

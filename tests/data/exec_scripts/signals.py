@@ -1,0 +1,46 @@
+"""Child of `keyside exec` in tests: report the signals it receives.
+
+Usage: signals.py MODE
+  exit     on the first relayed signal, print its name and exit with 10 + the signal number
+  die      keep the default actions, so the first signal kills the process
+  count    print each signal's name; exit 0 when a line "quit" arrives on stdin
+  stop     keep default actions for job control; exit 0 when a line "quit" arrives on stdin
+Prints "ready" once its handlers are installed.
+"""
+
+import signal
+import sys
+import time
+
+RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+mode = sys.argv[1]
+
+
+def exit_on_signal(signum: int, frame: object) -> None:
+    print(f"got {signal.Signals(signum).name}", flush=True)
+    sys.exit(10 + signum)
+
+
+def count_signal(signum: int, frame: object) -> None:
+    print(f"got {signal.Signals(signum).name}", flush=True)
+
+
+if mode == "exit":
+    for signum in RELAYED:
+        signal.signal(signum, exit_on_signal)
+elif mode == "count":
+    for signum in RELAYED:
+        signal.signal(signum, count_signal)
+
+print("ready", flush=True)
+if mode in ("exit", "die"):
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    sys.exit(99)
+
+for line in sys.stdin:
+    print(f"read {line.strip()}", flush=True)
+    if line.strip() == "quit":
+        break
+sys.exit(0)
