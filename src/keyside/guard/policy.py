@@ -1,0 +1,114 @@
+"""Guard policy: the limits of every request and the explicit private host:port allowances."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+
+from keyside.errors import KeysideError
+from keyside.guard.addresses import ALLOW_CONFIGURED, IPAddress, Verdict, classify_address
+from keyside.guard.urls import parse_host_port
+
+logger = logging.getLogger(__name__)
+
+# A TCP and TLS handshake to a public API takes well under a second; 10 s covers slow links.
+CONNECT_TIMEOUT_S = 10.0
+# Model APIs can think for minutes before the first byte of a non-streaming reply.
+READ_TIMEOUT_S = 120.0
+# One deadline for headers and body over all redirect hops, so a trickling server cannot hold
+# a slot for ever.
+TOTAL_TIMEOUT_S = 600.0
+# Decoded bytes: large enough for JSON APIs, feeds and base64 images, small enough for memory.
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+# Browsers follow 20; API redirects are one or two hops (http->https, a trailing slash).
+MAX_REDIRECTS = 5
+# Requests in flight at once over all hosts; more wait in a first-in, first-out queue.
+MAX_CONCURRENT = 32
+# Browsers open 6 HTTP/1.1 connections per host; a few more lets streams and calls overlap.
+MAX_CONCURRENT_PER_HOST = 8
+
+# Deny reasons an explicit allowance may lift: unicast ranges where a local server can live.
+# Metadata, multicast, broadcast, unspecified and reserved addresses are never reachable.
+LIFTABLE_REASONS = frozenset({
+    "deny_loopback",
+    "deny_private",
+    "deny_link_local",
+    "deny_shared_cgnat",
+    "deny_unique_local",
+    "deny_site_local",
+    "deny_benchmarking",
+})
+
+
+class InvalidPolicy(KeysideError):
+    reason = "invalid_guard_policy"
+
+
+@dataclass(frozen=True)
+class GuardLimits:
+    """Timeouts (seconds), size cap (decoded bytes), hop count and concurrency caps."""
+
+    connect_timeout_s: float = CONNECT_TIMEOUT_S
+    read_timeout_s: float = READ_TIMEOUT_S
+    total_timeout_s: float = TOTAL_TIMEOUT_S
+    max_response_bytes: int = MAX_RESPONSE_BYTES
+    max_redirects: int = MAX_REDIRECTS
+    max_concurrent: int = MAX_CONCURRENT
+    max_concurrent_per_host: int = MAX_CONCURRENT_PER_HOST
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name.endswith("_s"):
+                valid = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+                wanted = "a number of seconds above 0"
+            else:
+                minimum = 0 if item.name == "max_redirects" else 1
+                valid = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+                wanted = f"an integer of at least {minimum}"
+            if not valid:
+                raise InvalidPolicy(f"Guard limit {item.name} must be {wanted}, got {value!r}.",
+                                    fix=f"Set {item.name} to a value such as the default {item.default}.")
+
+
+@dataclass(frozen=True)
+class GuardPolicy:
+    """What the guard lets through beyond public addresses, and the limits it enforces.
+
+    `allow_private` holds (host, port) pairs, each a host name or IP literal and a port. A pair
+    lets that exact host on that port reach a private or loopback address (a local model
+    server, a test upstream); any other host that resolves there is still denied.
+    """
+
+    allow_private: frozenset[tuple[str, int]] = frozenset()
+    limits: GuardLimits = field(default_factory=GuardLimits)
+
+    def __post_init__(self) -> None:
+        normalised = frozenset(_normalise_pair(pair) for pair in self.allow_private)
+        object.__setattr__(self, "allow_private", normalised)
+
+    @classmethod
+    def from_strings(cls, allow_private: Iterable[str] = (), limits: GuardLimits | None = None) -> GuardPolicy:
+        """Build a policy from "host:port" strings, as written in keyside.toml or on the CLI."""
+        pairs = frozenset(parse_host_port(value) for value in allow_private)
+        return cls(pairs, limits or GuardLimits())
+
+    def decide(self, host: str, port: int, address: IPAddress) -> Verdict:
+        """Classify `address`, reached through `host`:`port`, and apply the allowances."""
+        verdict = classify_address(address)
+        if verdict.allowed or (host, port) not in self.allow_private:
+            return verdict
+        if verdict.reason not in LIFTABLE_REASONS:
+            return verdict
+        return Verdict(True, ALLOW_CONFIGURED, verdict.address, verdict.embedded)
+
+
+def _normalise_pair(pair: tuple[str, int]) -> tuple[str, int]:
+    if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)
+            and isinstance(pair[1], int) and not isinstance(pair[1], bool)):
+        raise InvalidPolicy(f"Private allowance {pair!r} is not a (host, port) pair.",
+                            fix='Pass pairs such as ("127.0.0.1", 8080).')
+    host, port = pair
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return parse_host_port(f"{shown}:{port}")
