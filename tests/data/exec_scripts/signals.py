@@ -1,11 +1,10 @@
 """Child of `keyside exec` in tests: report the signals it receives.
 
-Usage: signals.py MODE
+Usage: signals.py MODE [READY_FILE]
   exit     on the first relayed signal, print its name and exit with 10 + the signal number
   die      keep the default actions, so the first signal kills the process
   count    print each signal's name; exit 0 when a line "quit" arrives on stdin
-  stop     keep default actions for job control; exit 0 when a line "quit" arrives on stdin
-Prints "ready" once its handlers are installed.
+Prints "ready" once its handlers are installed, and creates READY_FILE when one is given.
 """
 
 import signal
@@ -33,6 +32,9 @@ elif mode == "count":
         signal.signal(signum, count_signal)
 
 print("ready", flush=True)
+if len(sys.argv) > 2:
+    with open(sys.argv[2], "w", encoding="utf-8") as handle:
+        handle.write("ready")
 if mode in ("exit", "die"):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

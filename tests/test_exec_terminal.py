@@ -1,0 +1,130 @@
+"""Job control of `keyside exec` on a terminal: the child gets the terminal's foreground.
+
+Each test starts the run_child driver as a session leader on a fresh pseudo-terminal
+(`setsid --ctty`), then types Ctrl-C or Ctrl-Z into the terminal, as a user at a shell would.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import need
+
+SCRIPTS = Path(__file__).parent / "data" / "exec_scripts"
+# Upper bound for each expected event; a healthy run takes well under a second per step.
+STEP_TIMEOUT_S = 20.0
+CTRL_C = b"\x03"
+CTRL_Z = b"\x1a"
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="job control is POSIX-only")
+
+
+class Terminal:
+    """A pseudo-terminal whose session leader is the run_child driver."""
+
+    def __init__(self, argv: list[str]):
+        self.master, slave = os.openpty()
+        self.output = b""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(["setsid", "--ctty", "--wait", *argv], stdin=slave, stdout=slave,
+                                        stderr=slave, env=env, close_fds=True)
+        os.close(slave)
+
+    def type(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def read_until(self, text: str) -> str:
+        deadline = time.monotonic() + STEP_TIMEOUT_S
+        while text.encode() not in self.output:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{text!r} did not appear on the terminal; output so far: {self.output!r}")
+            readable, _, _ = select.select([self.master], [], [], remaining)
+            if readable:
+                try:
+                    self.output += os.read(self.master, 4096)
+                except OSError:  # EIO: every slave descriptor is closed
+                    raise AssertionError(f"terminal closed before {text!r}; output: {self.output!r}") from None
+        return self.output.decode("utf-8", "replace")
+
+    def wait(self) -> int:
+        return self.process.wait(timeout=STEP_TIMEOUT_S)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=STEP_TIMEOUT_S)
+        os.close(self.master)
+
+
+def process_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        return handle.read().rsplit(")", 1)[1].split()[0]
+
+
+def wait_for_state(pid: int, state: str) -> None:
+    deadline = time.monotonic() + STEP_TIMEOUT_S
+    while process_state(pid) != state:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} did not reach state {state}")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def terminal() -> Iterator[Terminal]:
+    need(shutil.which("setsid") is not None, "setsid (util-linux) is needed to give a process a terminal")
+    session = Terminal([sys.executable, str(SCRIPTS / "run_child_driver.py"),
+                        sys.executable, str(SCRIPTS / "signals.py"), "count"])
+    yield session
+    session.close()
+
+
+def test_terminal_ctrl_c_reaches_child_once(terminal: Terminal) -> None:
+    terminal.read_until("ready")
+    terminal.type(CTRL_C)
+    terminal.read_until("got SIGINT")
+    terminal.type(b"quit\n")
+    output = terminal.read_until("read quit")
+
+    assert terminal.wait() == 0
+    assert output.count("got SIGINT") == 1
+
+
+def test_terminal_child_reads_input(terminal: Terminal) -> None:
+    terminal.read_until("ready")
+    terminal.type(b"hello\n")
+    terminal.read_until("read hello")
+    terminal.type(b"quit\n")
+    terminal.read_until("read quit")
+    assert terminal.wait() == 0
+
+
+def test_terminal_ctrl_z_stops_and_continues(terminal: Terminal) -> None:
+    driver = terminal.process.pid
+    terminal.read_until("ready")
+    assert os.tcgetpgrp(terminal.master) != driver
+
+    terminal.type(CTRL_Z)
+    # The driver stops itself after the child stops, and takes the terminal back as a shell expects.
+    wait_for_state(driver, "T")
+    assert os.tcgetpgrp(terminal.master) == driver
+
+    os.kill(driver, signal.SIGCONT)
+    deadline = time.monotonic() + STEP_TIMEOUT_S
+    while os.tcgetpgrp(terminal.master) == driver and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert os.tcgetpgrp(terminal.master) != driver
+
+    terminal.type(b"quit\n")
+    terminal.read_until("read quit")
+    assert terminal.wait() == 0
