@@ -1,0 +1,102 @@
+"""The built-in UI commands. None returns a secret value, and none changes where a key is sent.
+
+`local_api` is the only command that returns the session token, and only to windows with the
+`data` capability. The `secrets` commands take secret names from the manifest's allow-list only
+and are written to the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+from typing import Any
+
+import keyside
+from keyside.host.external import check_external_url
+from keyside.host.ipc import ArgSpec, CallContext, CommandRegistry, IpcError, command
+
+# A pasted API key; real keys are well under 1 KiB, long JWT-style tokens under 4 KiB.
+MAX_SECRET_VALUE_CHARS = 8192
+
+BUILTIN_COMMANDS = CommandRegistry()
+
+SECRET_NAME = ArgSpec(str, secret_name=True)
+SECRET_VALUE = ArgSpec(str, max_length=MAX_SECRET_VALUE_CHARS)
+
+
+@command("runtime_info", capability=None, registry=BUILTIN_COMMANDS)
+async def runtime_info(ctx: CallContext) -> dict[str, Any]:
+    """OS, versions and sidecar state, for an about box or a support report."""
+    state = ctx.host.sidecar_state
+    return {
+        "os": f"{platform.system()} {platform.release()}".strip(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "keyside": keyside.__version__,
+        "vault": {"kind": getattr(ctx.host.vault, "kind", None),
+                  "backend": getattr(ctx.host.vault, "backend_name", None)},
+        "sidecar": {"state": state["state"], "reason": state["reason"], "message": state["message"],
+                    "restarts": state["restarts"]},
+    }
+
+
+@command("app_config", capability=None, registry=BUILTIN_COMMANDS)
+async def app_config(ctx: CallContext) -> dict[str, Any]:
+    """The public part of the manifest, so pages can render their panels: no values, no token."""
+    manifest = ctx.host.manifest
+    return {
+        "app": {"id": manifest.app_id, "name": manifest.name},
+        "ui": manifest.ui,
+        "windows": [{"label": w.label, "title": w.title, "page": w.page, "capabilities": list(w.capabilities)}
+                    for w in manifest.windows.values()],
+        "services": [{"name": s.name, "upstream": s.upstream, "secret": s.secret, "methods": list(s.methods),
+                      "paths": list(s.paths), "validates": s.validate is not None}
+                     for s in manifest.services.values()],
+        "secrets": list(manifest.secrets),
+    }
+
+
+@command("local_api", capability="data", registry=BUILTIN_COMMANDS)
+async def local_api(ctx: CallContext) -> dict[str, str]:
+    """The sidecar's base URL and the session token, for the page's own fetches."""
+    credentials = ctx.host.sidecar_credentials()
+    if credentials is None:
+        state = ctx.host.sidecar_state
+        raise IpcError(f"The sidecar is not ready (state {state['state']}).", reason="sidecar_unavailable",
+                       fix="retry when the sidecar state is ready")
+    url, token = credentials
+    return {"url": url, "token": token}
+
+
+@command("list_secrets", capability="secrets", registry=BUILTIN_COMMANDS)
+async def list_secrets(ctx: CallContext) -> list[dict[str, Any]]:
+    """Name, description, configured and last validation of each declared secret."""
+    return ctx.host.secrets.listing()
+
+
+@command("set_secret", capability="secrets", args={"name": SECRET_NAME, "value": SECRET_VALUE},
+         registry=BUILTIN_COMMANDS)
+async def set_secret(ctx: CallContext, name: str, value: str) -> dict[str, Any]:
+    return await ctx.host.secrets.set(name, value)
+
+
+@command("delete_secret", capability="secrets", args={"name": SECRET_NAME}, registry=BUILTIN_COMMANDS)
+async def delete_secret(ctx: CallContext, name: str) -> dict[str, Any]:
+    return await ctx.host.secrets.delete(name)
+
+
+@command("validate_secret", capability="secrets",
+         args={"name": SECRET_NAME, "value": ArgSpec(str, required=False, max_length=MAX_SECRET_VALUE_CHARS)},
+         registry=BUILTIN_COMMANDS)
+async def validate_secret(ctx: CallContext, name: str, value: str | None = None) -> dict[str, Any]:
+    return await ctx.host.secrets.validate(name, value)
+
+
+# Control characters are left to check_external_url, so they are rejected with its reason.
+@command("open_external", capability=None, args={"url": ArgSpec(str, allow_control_chars=True)},
+         registry=BUILTIN_COMMANDS)
+async def open_external(ctx: CallContext, url: str) -> dict[str, bool]:
+    """Open an http, https or mailto URL in the system browser."""
+    checked = check_external_url(url)
+    opened = await asyncio.to_thread(ctx.host.url_opener, checked)
+    return {"opened": bool(opened)}

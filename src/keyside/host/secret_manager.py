@@ -1,0 +1,181 @@
+"""Secret changes from the UI: vault first, then the sidecar; and validation through the sidecar.
+
+A change is written to the vault (which persists before it updates its cache) and only then
+pushed to the sidecar, so a failed write leaves the cache and the sidecar as they were. Changes
+run one at a time, so the sidecar sees them in the vault's order. A sidecar that is not running
+at that moment reads the vault when it starts, and a sidecar that started while a change was in
+flight is brought up to date before it is marked ready (`resync`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+from keyside.errors import KeysideError
+from keyside.host.channel import SidecarError
+from keyside.host.ipc import IpcError
+from keyside.host.supervisor import Supervisor
+from keyside.manifest import Manifest, ServiceSpec
+from keyside.redact import Redactor
+
+log = logging.getLogger(__name__)
+
+# Longer than a validation probe's own deadline in the sidecar, so its answer (even
+# `unreachable`) arrives before the host gives up.
+# NOTE: assumes the sidecar's probe deadline is at most about 25 s.
+VALIDATE_TIMEOUT_S = 30.0
+
+VALIDATION_RESULTS = ("valid", "invalid", "unreachable")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _as_ipc_error(error: KeysideError) -> IpcError:
+    return IpcError(error.message, reason=error.reason, fix=error.fix)
+
+
+class SecretManager:
+    """Lists, sets, deletes and validates the app's secrets on behalf of UI commands."""
+
+    def __init__(self, manifest: Manifest, vault: Any, supervisor: Supervisor, redactor: Redactor):
+        self._manifest = manifest
+        self._vault = vault
+        self._supervisor = supervisor
+        self._redactor = redactor
+        self._lock: asyncio.Lock | None = None
+        # Last validation per secret, stored with a keyed hash of the value it was about, so a
+        # result is shown only while that value is the stored one. The key never leaves memory.
+        self._fingerprint_key = os.urandom(32)
+        self._validations: dict[str, tuple[bytes, dict[str, Any]]] = {}
+
+    def _changes(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    def _fingerprint(self, value: str) -> bytes:
+        return hmac.new(self._fingerprint_key, value.encode("utf-8"), hashlib.sha256).digest()
+
+    def last_validation(self, name: str) -> dict[str, Any] | None:
+        """Return the last validation of the stored value of `name`, or None."""
+        entry = self._validations.get(name)
+        stored = self._vault.get(name)
+        if entry is None or not stored or not hmac.compare_digest(entry[0], self._fingerprint(stored)):
+            return None
+        return dict(entry[1])
+
+    def listing(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": spec.name,
+                "description": spec.description,
+                "configured": bool(self._vault.is_configured(spec.name)),
+                "last_validation": self.last_validation(spec.name),
+            }
+            for spec in self._manifest.secrets.values()
+        ]
+
+    async def set(self, name: str, value: str) -> dict[str, Any]:
+        value = value.strip()
+        if not value:
+            raise IpcError(f"The value for {name} is empty.", reason="invalid_arguments",
+                           fix="paste the key, or call delete_secret to remove it")
+        async with self._changes():
+            try:
+                await asyncio.to_thread(self._vault.set, name, value)
+            except KeysideError as error:
+                log.warning("secret not saved name=%s reason=%s", name, error.reason)
+                raise _as_ipc_error(error) from None
+            stored = self._vault.get(name) or value
+            self._redactor.add(stored)
+            sidecar = await self._push("set_secret", name=name, value=stored)
+        log.info("secret saved name=%s sidecar=%s", name, sidecar)
+        return {"name": name, "configured": True, "sidecar": sidecar}
+
+    async def delete(self, name: str) -> dict[str, Any]:
+        async with self._changes():
+            try:
+                existed = bool(await asyncio.to_thread(self._vault.delete, name))
+            except KeysideError as error:
+                log.warning("secret not deleted name=%s reason=%s", name, error.reason)
+                raise _as_ipc_error(error) from None
+            self._validations.pop(name, None)
+            sidecar = await self._push("delete_secret", name=name) if existed else "unchanged"
+        log.info("secret deleted name=%s existed=%s sidecar=%s", name, existed, sidecar)
+        return {"name": name, "deleted": existed, "sidecar": sidecar}
+
+    async def _push(self, message_type: str, **fields: Any) -> str:
+        """Send one change to the sidecar; return "updated", "pending" (none running) or "restarting"."""
+        try:
+            await self._supervisor.request(message_type, **fields)
+        except SidecarError as error:
+            if self._supervisor.state["state"] != "ready":
+                # The next sidecar reads the vault at its start.
+                return "pending"
+            # The running sidecar may hold the old value; a fresh one reads the vault.
+            log.warning("secret change not applied by the sidecar type=%s name=%s reason=%s; restarting it",
+                        message_type, fields.get("name"), error.reason)
+            await self._supervisor.restart("secret_push_failed")
+            return "restarting"
+        return "updated"
+
+    async def resync(self, bootstrap_secrets: dict[str, str]) -> None:
+        """Push every change made after `bootstrap_secrets` was read for the sidecar starting now."""
+        current = self._vault.snapshot()
+        for name, value in current.items():
+            if bootstrap_secrets.get(name) != value:
+                await self._supervisor.request("set_secret", name=name, value=value)
+        for name in bootstrap_secrets:
+            if name not in current:
+                await self._supervisor.request("delete_secret", name=name)
+
+    def _validation_service(self, name: str) -> ServiceSpec:
+        services = [s for s in self._manifest.services.values() if s.secret == name]
+        with_probe = [s for s in services if s.validate is not None]
+        if not with_probe:
+            raise IpcError(f"No service that uses {name} declares a validation request.",
+                           reason="validation_not_configured",
+                           fix=f"add a validate table to a service with secret = {name!r} in keyside.toml")
+        return with_probe[0]
+
+    async def validate(self, name: str, value: str | None) -> dict[str, Any]:
+        """Check a candidate value (or the stored one when `value` is None) through the sidecar.
+
+        Returns {"result": "valid" | "invalid" | "unreachable", "reason", "status", "service"};
+        the value is never stored by this call.
+        """
+        if value is not None:
+            value = value.strip()
+            if not value:
+                raise IpcError(f"The candidate value for {name} is empty.", reason="invalid_arguments",
+                               fix="paste the key to check, or leave value out to check the stored one")
+        candidate = value if value is not None else self._vault.get(name)
+        if not candidate:
+            raise IpcError(f"{name} has no stored value to validate.", reason="secret_not_configured",
+                           fix="pass a candidate value, or save one first")
+        service = self._validation_service(name)
+
+        try:
+            reply = await self._supervisor.request("validate", timeout_s=VALIDATE_TIMEOUT_S,
+                                                   service=service.name, value=candidate)
+        except SidecarError as error:
+            raise _as_ipc_error(error) from None
+        result = reply.get("result")
+        if result not in VALIDATION_RESULTS:
+            raise IpcError("The sidecar sent a validation reply without a known result.",
+                           reason="sidecar_invalid_reply", fix="run a matching keyside sidecar")
+        reason = reply.get("reason") if isinstance(reply.get("reason"), str) else None
+        status = reply.get("status") if isinstance(reply.get("status"), int) else None
+
+        self._validations[name] = (self._fingerprint(candidate), {"result": result, "reason": reason, "at": _now()})
+        log.info("secret validated name=%s service=%s result=%s reason=%s status=%s",
+                 name, service.name, result, reason, status)
+        return {"result": result, "reason": reason, "status": status, "service": service.name}
