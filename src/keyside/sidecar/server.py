@@ -1,0 +1,177 @@
+"""The sidecar process: read the bootstrap, bind 127.0.0.1, prove the token, serve until stdin closes.
+
+Lifetime rules: the sidecar lives exactly as long as its host. End of file on stdin (the host
+exited or died) stops it within EXIT_DEADLINE_S; on Linux the parent-death signal is a second line
+of defence for a host killed while something else holds the pipe open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+
+from aiohttp import web
+
+from keyside.errors import KeysideError
+from keyside.redact import Redactor
+from keyside.sidecar.app import Sidecar
+from keyside.sidecar.channel import ControlChannel, claim_stdout
+from keyside.sidecar.config import parse_bootstrap
+from keyside.sidecar.control import ControlDispatcher
+from keyside.sidecar.logsetup import configure_early_logging, configure_logging
+from keyside.sidecar.protocol import decode_message, handshake_proof
+
+logger = logging.getLogger(__name__)
+
+# The host writes the bootstrap right after spawning; a sidecar left waiting longer is orphaned.
+BOOTSTRAP_TIMEOUT_S = 10.0
+# From stdin end of file to process exit, whatever is still running.
+EXIT_DEADLINE_S = 0.9
+# In-flight requests get this long to finish during shutdown; it fits inside EXIT_DEADLINE_S.
+SHUTDOWN_GRACE_S = 0.3
+LISTEN_BACKLOG = 128
+PR_SET_PDEATHSIG = 1
+
+EXIT_OK = 0
+EXIT_BAD_BOOTSTRAP = 2
+EXIT_BIND_FAILED = 3
+
+
+def set_parent_death_signal() -> None:
+    """Ask Linux to send SIGTERM when the parent dies; a no-op elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            logger.warning("parent-death signal not set errno=%d", ctypes.get_errno())
+    except OSError as error:
+        logger.warning("parent-death signal not set error=%s", error)
+
+
+def bind_listener(preferred_port: int) -> socket.socket:
+    """Bind 127.0.0.1 on `preferred_port`, or on a port the OS assigns when it is 0 or taken."""
+    if preferred_port:
+        try:
+            return _bind(preferred_port)
+        except OSError as error:
+            logger.info("preferred port unavailable port=%d error=%s; using an OS-assigned port",
+                        preferred_port, error.strerror)
+    return _bind(0)
+
+
+def _bind(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if sys.platform == "win32":
+            # On Windows, SO_REUSEADDR would let another process bind the same port; this forbids it.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+        else:
+            # Lets a restarted sidecar reuse its port while old connections sit in TIME_WAIT. Unlike
+            # SO_REUSEPORT, it never lets a second socket listen on a port in use.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _exit_soon() -> None:
+    # A shutdown step that hangs (a stuck upstream close, a blocked write) must not keep the
+    # process alive past the deadline.
+    timer = threading.Timer(EXIT_DEADLINE_S, os._exit, args=(EXIT_OK,))
+    timer.daemon = True
+    timer.start()
+
+
+async def run(channel: ControlChannel, redactor: Redactor) -> int:
+    """Serve one sidecar session; return the process exit code."""
+    # 1. Bootstrap: the first line, within BOOTSTRAP_TIMEOUT_S.
+    try:
+        line = await asyncio.wait_for(channel.next_line(), BOOTSTRAP_TIMEOUT_S)
+    except TimeoutError:
+        channel.send({"type": "fatal", "reason": "bootstrap_timeout",
+                      "message": f"No bootstrap message within {BOOTSTRAP_TIMEOUT_S:g} s."})
+        return EXIT_BAD_BOOTSTRAP
+    if not isinstance(line, bytes):
+        logger.warning("stdin closed before the bootstrap")
+        return EXIT_BAD_BOOTSTRAP
+    try:
+        config = parse_bootstrap(decode_message(line))
+    except ValueError:
+        channel.send({"type": "fatal", "reason": "invalid_bootstrap",
+                      "message": "The bootstrap is not a JSON object with a string `type`."})
+        return EXIT_BAD_BOOTSTRAP
+    except KeysideError as error:
+        channel.send({"type": "fatal", "reason": error.reason, "message": redactor.redact(error.message)})
+        return EXIT_BAD_BOOTSTRAP
+
+    # 2. Logging and state; every secret and the token go into the redactor here.
+    sidecar = Sidecar(config, redactor)
+    log_file = configure_logging(redactor, config.log_level, config.log_dir)
+
+    # 3. Listen on loopback and prove the token to the host.
+    try:
+        sock = bind_listener(config.preferred_port)
+    except OSError as error:
+        channel.send({"type": "fatal", "reason": "bind_failed",
+                      "message": f"Cannot listen on 127.0.0.1: {error.strerror}."})
+        return EXIT_BIND_FAILED
+    port = sock.getsockname()[1]
+    sidecar.set_port(port)
+    server = web.Server(sidecar.handle, handler_cancellation=True, access_log=None)
+    runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_GRACE_S)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    channel.send({"type": "ready", "port": port, "pid": os.getpid(),
+                  "proof": handshake_proof(config.token, config.nonce, port)})
+    logger.info("sidecar ready port=%d services=%s origins=%s log_file=%s", port,
+                ",".join(sorted(config.services)) or "-", ",".join(sorted(config.origins)) or "-", log_file)
+
+    # 4. Serve until stdin closes or a signal arrives, then stop within the deadline.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signal_number, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass  # Windows: stdin end of file is the stop signal
+    control_task = asyncio.create_task(ControlDispatcher(sidecar, channel).run())
+    control_task.add_done_callback(lambda _task: stop.set())
+    await stop.wait()
+
+    _exit_soon()
+    logger.info("sidecar stopping port=%d", port)
+    control_task.cancel()
+    await runner.cleanup()
+    await sidecar.close()
+    logger.info("sidecar stopped port=%d", port)
+    return EXIT_OK
+
+
+def main() -> int:
+    set_parent_death_signal()
+    os.umask(0o077)  # the log files are the only files the sidecar writes
+    protocol_out = claim_stdout()
+    redactor = Redactor()
+    configure_early_logging(redactor)
+
+    async def session() -> int:
+        channel = ControlChannel(asyncio.get_running_loop(), sys.stdin.buffer, protocol_out)
+        channel.start()
+        return await run(channel, redactor)
+
+    try:
+        return asyncio.run(session())
+    except KeyboardInterrupt:
+        return EXIT_OK
