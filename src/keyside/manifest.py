@@ -21,13 +21,17 @@ from keyside.errors import ManifestError
 MANIFEST_FILENAME = "keyside.toml"
 DEFAULT_APP = "monitor"
 
-APP_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+# Each pattern ends in \Z, not $, because $ also matches before a final line break, which
+# would let a quoted TOML key such as [secrets."KEY\n"] through.
+APP_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
 # Upper-case environment-variable style, so a name reads the same in the CLI, the vault and logs.
-SECRET_NAME_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
-LABEL_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+SECRET_NAME_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]{0,63}\Z")
+LABEL_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}\Z")
 # RFC 9110 token characters, without the ones that never appear in real header names.
-HEADER_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
-QUERY_PARAM_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+HEADER_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}\Z")
+QUERY_PARAM_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
+# An upstream host: an ASCII name (IDNs in punycode) or an IP literal. urlsplit lower-cases it.
+UPSTREAM_HOST_PATTERN = re.compile(r"^(?:[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?|[0-9a-f:.]+)\Z")
 
 ALLOWED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 INJECT_KINDS = ("header", "bearer", "query", "basic", "path")
@@ -228,6 +232,9 @@ def _check_origin(path: Path, key: str, value: str) -> str:
                     "put path prefixes in `paths` and keep `upstream` an origin")
     if not parts.hostname:
         raise _fail(path, key, f"{value!r} has no host", fix)
+    if not UPSTREAM_HOST_PATTERN.match(parts.hostname):
+        raise _fail(path, key, f"host {parts.hostname!r} of {value!r} is not a valid host name or IP address",
+                    "use letters, digits, '-' and '.', and write an internationalized name in punycode (xn--...)")
     try:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
@@ -261,6 +268,9 @@ def _load_inject(path: Path, key: str, data: Any) -> InjectSpec:
         raise _fail(path, key, f"expected exactly one of {', '.join(INJECT_KINDS)}, got {kinds or 'none'}",
                     'write inject = { header = "X-Api-Key" } or { bearer = true } or { query = "api_key" }')
     kind = kinds[0]
+    if "username" in table.data and kind != "basic":
+        raise _fail(path, f"{key}.username", f"applies only to basic, not to {kind}",
+                    "remove username, or use inject = { basic = true, username = \"...\" }")
     if kind == "header":
         name = table.get_str("header", required=True)
         if not HEADER_NAME_PATTERN.match(name or "") or name.lower() in ("host", "cookie"):
@@ -306,14 +316,21 @@ def _load_service(path: Path, name: str, data: Any, secrets: dict[str, SecretSpe
                     "name the secret and how it is injected, or neither for a keyless service")
 
     methods = [m.upper() for m in table.get_str_list("methods", ["GET"])]
+    if not methods:
+        raise _fail(path, f"{key}.methods", "the list is empty, so no request could be made",
+                    'list the allowed methods, such as methods = ["GET"]')
     for method in methods:
         if method not in ALLOWED_METHODS:
             raise _fail(path, f"{key}.methods", f"{method!r} is not allowed",
                         f"use some of: {', '.join(ALLOWED_METHODS)}")
     paths = table.get_str_list("paths", ["/"])
+    if not paths:
+        raise _fail(path, f"{key}.paths", "the list is empty, so no path could be requested",
+                    'list the allowed path prefixes, such as paths = ["/v1/"]')
     for prefix in paths:
         if not prefix.startswith("/") or "//" in prefix or "/../" in f"{prefix}/" or "?" in prefix \
-                or "%" in prefix or "\\" in prefix:
+                or "%" in prefix or "\\" in prefix or "#" in prefix \
+                or any(char.isspace() or ord(char) < 0x20 or ord(char) == 0x7F for char in prefix):
             raise _fail(path, f"{key}.paths", f"{prefix!r} is not a plain path prefix",
                         'write prefixes such as "/v1/" that start with "/"')
 
@@ -459,6 +476,9 @@ def load_manifest(app: str | Path | None = None) -> Manifest:
             data = tomllib.load(handle)
     except tomllib.TOMLDecodeError as error:
         raise ManifestError(f"{path}: invalid TOML: {error}.", fix="correct the syntax") from None
+    except UnicodeDecodeError as error:
+        raise ManifestError(f"{path}: not UTF-8 text (invalid byte at offset {error.start}).",
+                            fix="save the file as UTF-8") from None
     except OSError as error:
         raise ManifestError(f"{path}: cannot read: {error.strerror}.",
                             fix="check that the file exists and is readable") from None

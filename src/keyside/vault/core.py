@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from keyside.manifest import Manifest
+from keyside.manifest import SECRET_NAME_PATTERN, Manifest
 from keyside.vault.errors import INVALID_SECRET_VALUE, UNKNOWN_SECRET, VaultError
 from keyside.vault.store import Entries, SecretStore
 
@@ -135,10 +135,18 @@ class Vault:
         return {name: value for name, value in entries.items() if name in self.manifest.secrets}
 
     def _require_declared(self, name: str) -> None:
-        if name not in self.manifest.secrets:
-            allowed = ", ".join(sorted(self.manifest.secrets)) or "(none)"
-            raise VaultError(
-                f"Secret name {name[:MAX_NAME_IN_MESSAGE_CHARS]!r} is not declared in {self.manifest.path}.",
-                reason=UNKNOWN_SECRET,
-                fix=f"Use one of: {allowed}, or add [secrets.{name}] to the manifest.",
-            )
+        if not isinstance(name, str) or name not in self.manifest.secrets:
+            raise unknown_secret_error(self.manifest, name)
+
+
+def unknown_secret_error(manifest: Manifest, name: object) -> VaultError:
+    """Build the error for a name that is not declared in `manifest`."""
+    allowed = ", ".join(sorted(manifest.secrets)) or "(none)"
+    if not isinstance(name, str):
+        return VaultError(f"A secret name must be text, not {type(name).__name__}.", reason=UNKNOWN_SECRET,
+                          fix=f"Use one of: {allowed}.")
+    fix = f"Use one of: {allowed}"
+    if SECRET_NAME_PATTERN.match(name):
+        fix += f", or add [secrets.{name}] to {manifest.path}"
+    return VaultError(f"Secret name {name[:MAX_NAME_IN_MESSAGE_CHARS]!r} is not declared in {manifest.path}.",
+                      reason=UNKNOWN_SECRET, fix=fix + ".")

@@ -74,6 +74,8 @@ MAX_FILE_BYTES = 1024 * 1024
 # Applies when a new file vault is created; an existing file opens with the passphrase it has.
 MIN_PASSPHRASE_CHARS = 8
 FILE_MODE = 0o600
+DOCUMENT_FIELDS = frozenset({"format", "version", "cipher", "kdf", "key_check", "nonce", "ciphertext"})
+KDF_FIELDS = frozenset({"name", "n", "r", "p", "salt"})
 
 CORRUPT_FIX = ("Restore the file from a backup. To start over, move the file away and set the "
                "secrets again; the old file cannot be repaired.")
@@ -112,6 +114,9 @@ class _Header:
     def __init__(self, path: Path, document: Any):
         if not isinstance(document, dict):
             raise _corrupt(path, "the file is not a JSON object")
+        unknown = set(document) - DOCUMENT_FIELDS
+        if unknown:
+            raise _corrupt(path, f"unknown field(s) {', '.join(sorted(unknown))}")
         if document.get("format") != FILE_FORMAT:
             raise _corrupt(path, f"format is not {FILE_FORMAT!r}")
         version = document.get("version")
@@ -122,8 +127,8 @@ class _Header:
         if document.get("cipher") != CIPHER:
             raise _corrupt(path, f"cipher is not {CIPHER}")
         kdf = document.get("kdf")
-        if not isinstance(kdf, dict) or kdf.get("name") != KDF_NAME:
-            raise _corrupt(path, f"kdf is not {KDF_NAME}")
+        if not isinstance(kdf, dict) or kdf.get("name") != KDF_NAME or set(kdf) != KDF_FIELDS:
+            raise _corrupt(path, f"kdf is not {KDF_NAME} with fields {', '.join(sorted(KDF_FIELDS))}")
         n, r, p = kdf.get("n"), kdf.get("r"), kdf.get("p")
         if not (isinstance(n, int) and MIN_SCRYPT_N <= n <= MAX_SCRYPT_N and n & (n - 1) == 0):
             raise _corrupt(path, f"scrypt n must be a power of two from {MIN_SCRYPT_N} to {MAX_SCRYPT_N}")
@@ -149,6 +154,24 @@ def _header_fields(n: int, r: int, p: int, salt: bytes, key_check: bytes) -> dic
     }
 
 
+def read_header(path: Path) -> dict[str, Any]:
+    """Check the header of the vault file at `path` without a passphrase; return its cost parameters.
+
+    Raises VaultError(vault_corrupt) for a file that is not a version 1 keyside vault, and
+    OSError when the file cannot be read.
+    """
+    with path.open("rb") as handle:
+        data = handle.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise _corrupt(path, f"it is larger than {MAX_FILE_BYTES} bytes")
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise _corrupt(path, "it is not a JSON document") from None
+    header = _Header(path, document)
+    return {"version": FILE_VERSION, "n": header.n, "r": header.r, "p": header.p}
+
+
 class FileStore:
     """An app's secrets in one AES-256-GCM file at `path`, keyed by a passphrase through scrypt."""
 
@@ -162,7 +185,7 @@ class FileStore:
                                  "terminal to be prompted.")
         if not (MIN_SCRYPT_N <= scrypt_n <= MAX_SCRYPT_N and scrypt_n & (scrypt_n - 1) == 0):
             raise ValueError(f"scrypt_n must be a power of two from {MIN_SCRYPT_N} to {MAX_SCRYPT_N}")
-        self.path = Path(path)
+        self.path = Path(path).expanduser().absolute()
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.backend_name = f"file ({self.path})"
         self._passphrase = _passphrase_bytes(passphrase)

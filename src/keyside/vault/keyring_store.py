@@ -13,6 +13,7 @@ a chainer that includes one of those could store a secret there.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,8 +55,13 @@ PLAINTEXT_BACKENDS = frozenset({
 # keyrings.alt marks its unencrypted file backends with this `scheme` attribute.
 PLAINTEXT_SCHEME = "no encryption"
 
-UNAVAILABLE_FIX = ("Start and log in to your desktop's keyring (GNOME Keyring, KWallet, macOS Keychain, "
-                   "Windows Credential Manager), or keep secrets in an encrypted file with --vault file.")
+if sys.platform.startswith("linux"):
+    UNAVAILABLE_FIX = ("Run a Secret Service in your session: GNOME Keyring or KWallet in a desktop; without a "
+                       "desktop, start one with `dbus-run-session` and `gnome-keyring-daemon --unlock`. "
+                       "Or keep secrets in an encrypted file with --vault file.")
+else:
+    UNAVAILABLE_FIX = ("Check that you are logged in to the desktop and its keychain or credential manager "
+                       "works, or keep secrets in an encrypted file with --vault file.")
 LOCKED_FIX = ("Unlock the keyring (log in to the desktop session, or unlock the login keyring in your "
               "keyring manager) and retry, or use --vault file.")
 WRITE_FIX = ("Check that the keyring is unlocked and writable, then retry. The stored secrets are unchanged.")
