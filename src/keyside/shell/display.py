@@ -1,0 +1,132 @@
+"""Whether native windows can open here: a display, pywebview and its Qt backend on Linux.
+
+`keyside run` uses this to fall back to browser mode, and `keyside doctor` to say what to
+install. Each finding is a `Finding` with a reason name and, when something is missing, a fix.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import importlib
+import importlib.util
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+
+# Shared libraries the Qt xcb platform plugin and Qt WebEngine load on Linux, with the Debian
+# package that provides each. Qt 6.5 and later refuse to start the xcb plugin without xcb-cursor.
+QT_XCB_LIBRARIES = {
+    "xcb-cursor": "libxcb-cursor0",
+    "xcb-icccm": "libxcb-icccm4",
+    "xcb-keysyms": "libxcb-keysyms1",
+    "xcb-image": "libxcb-image0",
+    "xcb-render-util": "libxcb-render-util0",
+    "xcb-xkb": "libxcb-xkb1",
+    "xkbcommon-x11": "libxkbcommon-x11-0",
+    "EGL": "libegl1",
+    "GL": "libgl1",
+    "nss3": "libnss3",
+}
+# Browsers `keyside run --browser` can open when no $BROWSER is set, in order of preference.
+SYSTEM_BROWSERS = ("xdg-open", "sensible-browser", "x-www-browser", "chromium", "google-chrome", "firefox")
+# Qt bindings pywebview's Qt backend can use (through qtpy), in its order of preference.
+QT_WEBENGINE_MODULES = ("PyQt6.QtWebEngineWidgets", "PySide6.QtWebEngineWidgets",
+                        "PyQt5.QtWebEngineWidgets", "PySide2.QtWebEngineWidgets")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One fact about the desktop environment: `ok`, a reason name, what was found, and a fix."""
+
+    ok: bool
+    reason: str
+    detail: str
+    fix: str | None = None
+
+
+def display_finding(environ: dict[str, str] | None = None, platform: str = sys.platform) -> Finding:
+    """Return whether a graphical display is reachable (on Linux: $DISPLAY or $WAYLAND_DISPLAY)."""
+    environ = dict(os.environ) if environ is None else environ
+    if platform in ("darwin", "win32"):
+        return Finding(True, "display_ok", f"{platform} desktop session")
+    for name in ("WAYLAND_DISPLAY", "DISPLAY"):
+        if environ.get(name):
+            return Finding(True, "display_ok", f"{name}={environ[name]}")
+    return Finding(False, "no_display", "neither DISPLAY nor WAYLAND_DISPLAY is set",
+                   "Run keyside inside a desktop session, or use `keyside run --browser`.")
+
+
+def pywebview_finding() -> Finding:
+    """Return whether pywebview (the `desktop` extra) is importable."""
+    if importlib.util.find_spec("webview") is None:
+        return Finding(False, "no_pywebview", "pywebview is not installed",
+                       "pip install 'keyside[desktop]'")
+    try:
+        module = importlib.import_module("webview")
+    except Exception as error:  # noqa: BLE001 - any import failure means no native windows
+        return Finding(False, "pywebview_broken", f"pywebview failed to import: {type(error).__name__}: {error}",
+                       "pip install --force-reinstall 'keyside[desktop]'")
+    version = getattr(module, "__version__", None) or "unknown version"
+    return Finding(True, "pywebview_ok", f"pywebview {version}")
+
+
+def qt_finding(*, import_module: bool = True) -> Finding:
+    """Return whether a Qt WebEngine binding is importable (the backend pywebview uses on Linux).
+
+    With `import_module`, the module is imported, which loads the Qt libraries and so also
+    finds missing system libraries; that takes about a second, so doctor does it and run does it
+    only when it is about to open windows anyway.
+    """
+    for name in QT_WEBENGINE_MODULES:
+        package = name.split(".", 1)[0]
+        if importlib.util.find_spec(package) is None:
+            continue
+        if not import_module:
+            return Finding(True, "qt_ok", f"{package} is installed")
+        try:
+            importlib.import_module(name)
+        except Exception as error:  # noqa: BLE001 - an ImportError or a missing shared library
+            return Finding(False, "qt_broken", f"{name} failed to import: {error}",
+                           "Install the Qt system libraries listed by `keyside doctor`, "
+                           "or reinstall with pip install --force-reinstall 'keyside[desktop]'.")
+        return Finding(True, "qt_ok", f"{name} imports")
+    return Finding(False, "no_qt", "no Qt WebEngine binding (PyQt6 or PySide6) is installed",
+                   "pip install 'keyside[desktop]' (it installs pywebview[qt])")
+
+
+def missing_qt_libraries() -> dict[str, str]:
+    """Return {library: Debian package} for each Qt xcb library the loader cannot find (Linux)."""
+    return {name: package for name, package in QT_XCB_LIBRARIES.items() if ctypes.util.find_library(name) is None}
+
+
+def system_browser(environ: dict[str, str] | None = None, platform: str = sys.platform) -> str | None:
+    """Return what browser mode would open pages with, or None when it can only print the URL.
+
+    $BROWSER wins everywhere. On Linux a browser needs a display, so without one the URL is
+    printed instead of starting a console browser that would take over the terminal.
+    """
+    environ = dict(os.environ) if environ is None else environ
+    if environ.get("BROWSER"):
+        return f"$BROWSER ({environ['BROWSER'].split()[0]})"
+    if platform in ("darwin", "win32"):
+        return "the default browser"
+    if not display_finding(environ, platform).ok:
+        return None
+    for name in SYSTEM_BROWSERS:
+        path = shutil.which(name, path=environ.get("PATH"))
+        if path:
+            return path
+    return None
+
+
+def desktop_finding(environ: dict[str, str] | None = None, platform: str = sys.platform) -> Finding:
+    """Return whether `keyside run` can open native windows; the first missing piece decides."""
+    for finding in (display_finding(environ, platform), pywebview_finding()):
+        if not finding.ok:
+            return finding
+    if platform.startswith("linux"):
+        finding = qt_finding()
+        if not finding.ok:
+            return finding
+    return Finding(True, "desktop_ok", "native windows are available")
