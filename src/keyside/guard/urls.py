@@ -204,7 +204,9 @@ def _ipv4_from_inet_aton(host: str) -> ipaddress.IPv4Address | None:
     values = []
     for part in parts:
         if part[:2].lower() == "0x":
-            values.append(int(part[2:] or "0", 16))
+            if len(part) == 2:
+                return None  # inet_aton rejects a bare "0x"
+            values.append(int(part, 16))
         elif len(part) > 1 and part.startswith("0"):
             if not all(c in "01234567" for c in part):
                 return None
