@@ -31,7 +31,8 @@ SETTINGS_ORIGIN = "http://127.0.0.1:8766"
 
 # Short waits so a broken case fails in seconds; restarts are near-immediate.
 FAST = SupervisorSettings(handshake_timeout_s=5.0, control_timeout_s=3.0, backoff_initial_s=0.05,
-                          backoff_max_s=0.2, max_quick_failures=3, stable_run_s=30.0, stop_grace_s=1.0)
+                          backoff_max_s=0.2, max_quick_failures=3, stable_run_s=30.0, stop_grace_s=1.0,
+                          eof_exit_s=0.5)
 
 ECHO_KEY = "ek-live-0123456789-ECHO-abcdef"
 OTHER_KEY = "ok-live-9876543210-OTHER-fedcba"
@@ -163,3 +164,19 @@ def http_get(url: str, token: str | None = None, timeout_s: float = 5.0) -> tupl
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
+
+
+def process_gone(pid: int) -> bool:
+    """Return True when `pid` has exited (a zombie waiting to be reaped counts as gone)."""
+    status = Path(f"/proc/{pid}/status")
+    try:
+        text = status.read_text(encoding="utf-8")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    state = next((line.split()[1] for line in text.splitlines() if line.startswith("State:")), "")
+    return state == "Z"
+
+
+def starts(record: Path) -> list[dict[str, Any]]:
+    """Return the start records of every fake sidecar that wrote to `record`, oldest first."""
+    return [entry for entry in read_records(record) if entry.get("event") == "start"]

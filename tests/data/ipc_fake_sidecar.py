@@ -3,7 +3,8 @@
     python ipc_fake_sidecar.py [--mode MODE] [--delay-s S] [--claim-port P] [--record PATH]
 
 Modes:
-    ok            bind 127.0.0.1, report ready with a correct proof, answer control requests
+    ok            bind 127.0.0.1 (the preferred port, else any), report ready with a correct proof,
+                  answer control requests
     silent        read the bootstrap, then never write anything
     slow          like ok, after --delay-s seconds
     wrong_proof   report ready with a proof that does not match
@@ -13,7 +14,7 @@ Modes:
     garbage       write a line that is not JSON
     crash_after   like ok, then exit with status 1 after --delay-s seconds
     no_origins    like ok, but reject set_origins as an unknown request type
-    ignore_term   like ok, but ignore SIGTERM (only SIGKILL or stdin EOF end it)
+    hang          like ok, but ignore SIGTERM and keep running after stdin closes (only SIGKILL ends it)
 
 The HTTP listener answers every request with 200 and {"ok": true} when the request carries
 `Authorization: Bearer <current token or an exec token>`, else 401. `--record PATH` appends one
@@ -123,10 +124,13 @@ class FakeSidecar:
             return 0
         if mode == "slow":
             await asyncio.sleep(self.args.delay_s)
-        if mode == "ignore_term":
+        if mode == "hang":
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
-        server = await asyncio.start_server(self.handle_http, "127.0.0.1", bootstrap.get("preferred_port") or 0)
+        try:
+            server = await asyncio.start_server(self.handle_http, "127.0.0.1", bootstrap.get("preferred_port") or 0)
+        except OSError:
+            server = await asyncio.start_server(self.handle_http, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         proof = handshake_proof(self.token, bootstrap["nonce"], port)
         if mode == "wrong_proof":
@@ -138,6 +142,8 @@ class FakeSidecar:
             loop.call_later(self.args.delay_s, os._exit, 1)
         while True:
             line = await stdin.readline()
+            if not line and mode == "hang":
+                await asyncio.sleep(3600)
             if not line:
                 return 0
             message = decode_message(line)

@@ -21,7 +21,9 @@ MAX_SECRET_VALUE_CHARS = 8192
 BUILTIN_COMMANDS = CommandRegistry()
 
 SECRET_NAME = ArgSpec(str, secret_name=True)
-SECRET_VALUE = ArgSpec(str, max_length=MAX_SECRET_VALUE_CHARS)
+# A pasted key often ends with a line break; SecretManager trims it and rejects control
+# characters inside the key.
+SECRET_VALUE = ArgSpec(str, max_length=MAX_SECRET_VALUE_CHARS, allow_control_chars=True)
 
 
 @command("runtime_info", capability=None, registry=BUILTIN_COMMANDS)
@@ -86,7 +88,8 @@ async def delete_secret(ctx: CallContext, name: str) -> dict[str, Any]:
 
 
 @command("validate_secret", capability="secrets",
-         args={"name": SECRET_NAME, "value": ArgSpec(str, required=False, max_length=MAX_SECRET_VALUE_CHARS)},
+         args={"name": SECRET_NAME, "value": ArgSpec(str, required=False, max_length=MAX_SECRET_VALUE_CHARS,
+                                                     allow_control_chars=True)},
          registry=BUILTIN_COMMANDS)
 async def validate_secret(ctx: CallContext, name: str, value: str | None = None) -> dict[str, Any]:
     return await ctx.host.secrets.validate(name, value)

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import logging
 import os
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,16 +27,29 @@ from keyside.redact import Redactor
 
 log = logging.getLogger(__name__)
 
-# Longer than a validation probe's own deadline in the sidecar, so its answer (even
-# `unreachable`) arrives before the host gives up.
-# NOTE: assumes the sidecar's probe deadline is at most about 25 s.
+# Twice the sidecar's own probe deadline (keyside.sidecar.validation.VALIDATION_TIMEOUT_S, 15 s),
+# so its answer, even `unreachable`, arrives before the host gives up.
 VALIDATE_TIMEOUT_S = 30.0
 
 VALIDATION_RESULTS = ("valid", "invalid", "unreachable")
+# Validations remembered per secret: the stored key plus a few candidates tried before saving.
+MAX_VALIDATIONS_PER_SECRET = 4
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _clean_value(name: str, value: str, *, fix_if_empty: str) -> str:
+    """Return a pasted key without surrounding whitespace; raise IpcError when it is empty or has
+    a control character inside, which would split the HTTP header, query or path it is sent in."""
+    clean = value.strip()
+    if not clean:
+        raise IpcError(f"The value for {name} is empty.", reason="invalid_arguments", fix=fix_if_empty)
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in clean):
+        raise IpcError(f"The value for {name} contains a line break or another control character.",
+                       reason="invalid_arguments", fix="paste the key on one line, without tabs or line breaks")
+    return clean
 
 
 def _as_ipc_error(error: KeysideError) -> IpcError:
@@ -51,10 +65,11 @@ class SecretManager:
         self._supervisor = supervisor
         self._redactor = redactor
         self._lock: asyncio.Lock | None = None
-        # Last validation per secret, stored with a keyed hash of the value it was about, so a
-        # result is shown only while that value is the stored one. The key never leaves memory.
+        # Recent validations per secret, keyed by a keyed hash of the value they were about, so a
+        # result is shown only while that value is the stored one: checking a wrong candidate
+        # does not hide the result of the stored key. The hash key never leaves memory.
         self._fingerprint_key = os.urandom(32)
-        self._validations: dict[str, tuple[bytes, dict[str, Any]]] = {}
+        self._validations: dict[str, OrderedDict[bytes, dict[str, Any]]] = {}
 
     def _changes(self) -> asyncio.Lock:
         if self._lock is None:
@@ -66,11 +81,11 @@ class SecretManager:
 
     def last_validation(self, name: str) -> dict[str, Any] | None:
         """Return the last validation of the stored value of `name`, or None."""
-        entry = self._validations.get(name)
         stored = self._vault.get(name)
-        if entry is None or not stored or not hmac.compare_digest(entry[0], self._fingerprint(stored)):
+        if not stored:
             return None
-        return dict(entry[1])
+        result = self._validations.get(name, OrderedDict()).get(self._fingerprint(stored))
+        return dict(result) if result is not None else None
 
     def listing(self) -> list[dict[str, Any]]:
         return [
@@ -84,10 +99,7 @@ class SecretManager:
         ]
 
     async def set(self, name: str, value: str) -> dict[str, Any]:
-        value = value.strip()
-        if not value:
-            raise IpcError(f"The value for {name} is empty.", reason="invalid_arguments",
-                           fix="paste the key, or call delete_secret to remove it")
+        value = _clean_value(name, value, fix_if_empty="paste the key, or call delete_secret to remove it")
         async with self._changes():
             try:
                 await asyncio.to_thread(self._vault.set, name, value)
@@ -153,10 +165,8 @@ class SecretManager:
         the value is never stored by this call.
         """
         if value is not None:
-            value = value.strip()
-            if not value:
-                raise IpcError(f"The candidate value for {name} is empty.", reason="invalid_arguments",
-                               fix="paste the key to check, or leave value out to check the stored one")
+            value = _clean_value(name, value,
+                                 fix_if_empty="paste the key to check, or leave value out to check the stored one")
         candidate = value if value is not None else self._vault.get(name)
         if not candidate:
             raise IpcError(f"{name} has no stored value to validate.", reason="secret_not_configured",
@@ -175,7 +185,12 @@ class SecretManager:
         reason = reply.get("reason") if isinstance(reply.get("reason"), str) else None
         status = reply.get("status") if isinstance(reply.get("status"), int) else None
 
-        self._validations[name] = (self._fingerprint(candidate), {"result": result, "reason": reason, "at": _now()})
+        recent = self._validations.setdefault(name, OrderedDict())
+        fingerprint = self._fingerprint(candidate)
+        recent.pop(fingerprint, None)
+        recent[fingerprint] = {"result": result, "reason": reason, "at": _now()}
+        while len(recent) > MAX_VALIDATIONS_PER_SECRET:
+            recent.popitem(last=False)
         log.info("secret validated name=%s service=%s result=%s reason=%s status=%s",
                  name, service.name, result, reason, status)
         return {"result": result, "reason": reason, "status": status, "service": service.name}

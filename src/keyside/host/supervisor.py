@@ -26,6 +26,7 @@ import logging
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,8 @@ EOF_EXIT_S = 1.0
 STOP_GRACE_S = 2.0
 # Longest stderr line forwarded to the host log; the rest of a longer line is cut.
 MAX_STDERR_LINE_CHARS = 2000
+# stderr lines logged as warnings when a child fails: enough for a Python traceback.
+STDERR_TAIL_LINES = 40
 
 # Environment variables passed to the child; everything else (tokens, keys, proxies) stays out.
 CHILD_ENV_NAMES = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR")
@@ -118,6 +121,12 @@ class _Child:
     channel: ControlChannel | None = None
     ready_at: float = 0.0
     stderr_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    # The last stderr lines, logged as a warning when the child fails.
+    stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES), repr=False)
+
+    def log_stderr_tail(self) -> None:
+        for line in self.stderr_tail:
+            log.warning("sidecar stderr before failure pid=%d line=%s", self.process.pid, line)
 
 
 BootstrapBuilder = Callable[[], dict[str, Any]]
@@ -233,7 +242,9 @@ class Supervisor:
         child, self._child = self._child, None
         if child is not None:
             await self._terminate(child)
-        self._set_state(SidecarState.STOPPED)
+        # A failed state keeps its reason, so a caller can still tell why the sidecar never ran.
+        if self._state["state"] != SidecarState.FAILED:
+            self._set_state(SidecarState.STOPPED)
 
     async def restart(self, reason: str) -> None:
         """Replace a running sidecar with a fresh one (new token) without counting a failure."""
@@ -283,7 +294,8 @@ class Supervisor:
                                fix="check that Python and the keyside package are installed") from None
 
         child = _Child(process, session)
-        child.stderr_task = asyncio.create_task(self._forward_stderr(process), name=f"sidecar-{process.pid}-stderr")
+        child.stderr_task = asyncio.create_task(self._forward_stderr(process, child.stderr_tail),
+                                                name=f"sidecar-{process.pid}-stderr")
         log.info("sidecar spawned pid=%d preferred_port=%d", process.pid, self._preferred_port)
         try:
             await self._write_bootstrap(process, bootstrap)
@@ -295,11 +307,13 @@ class Supervisor:
             self._child = child
             if self._on_launched is not None:
                 await self._on_launched()
-        except BaseException:
+        except BaseException as error:
             # Also on cancellation (a start timeout or stop): no child outlives a failed start.
             if self._child is child:
                 self._child = None
             await self._terminate(child)
+            if isinstance(error, SidecarError):
+                child.log_stderr_tail()
             raise
         log.info("sidecar ready pid=%d port=%d", process.pid, child.port)
         return child
@@ -360,20 +374,20 @@ class Supervisor:
         except TimeoutError:
             return None
 
-    async def _forward_stderr(self, process: asyncio.subprocess.Process) -> None:
+    async def _forward_stderr(self, process: asyncio.subprocess.Process, tail: deque[str]) -> None:
         assert process.stderr is not None
         while True:
             try:
                 line = await process.stderr.readline()
             except ValueError:
                 # A line longer than the reader's limit; skip what was buffered and carry on.
-                log.warning("sidecar stderr pid=%d line=(too long, skipped)", process.pid)
+                log.info("sidecar stderr pid=%d line=(too long, skipped)", process.pid)
                 continue
             if not line:
                 return
-            text = line.decode("utf-8", "replace").rstrip()[:MAX_STDERR_LINE_CHARS]
-            # The sidecar logs to its own file; what reaches stderr is a crash or a startup error.
-            log.warning("sidecar stderr pid=%d line=%s", process.pid, self._redactor.redact(text))
+            text = self._redactor.redact(line.decode("utf-8", "replace").rstrip()[:MAX_STDERR_LINE_CHARS])
+            tail.append(text)
+            log.info("sidecar stderr pid=%d line=%s", process.pid, text)
 
     async def _terminate(self, child: _Child) -> None:
         process = child.process
@@ -434,6 +448,7 @@ class Supervisor:
             else:
                 log.warning("sidecar exited unexpectedly pid=%d returncode=%s uptime_s=%.1f",
                             child.process.pid, code, uptime_s)
+                child.log_stderr_tail()
                 if uptime_s >= self.settings.stable_run_s:
                     self._failures = 0
                 reason, message = "sidecar_exited", f"The sidecar exited with code {code}."
