@@ -397,3 +397,41 @@ async def test_exec_ctrl_c_on_terminal(keyless_app: list[str]) -> None:
         assert output.count("got SIGINT") == 1
     finally:
         terminal.close()
+
+
+async def test_exec_survives_sidecar_restart(exec_app: ExecApp) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "keyside", "exec", *exec_app.args("--service", "openai", "--", *python("repeat.py")),
+        env=exec_app.env(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    assert process.stdin is not None
+    assert process.stdout is not None
+
+    async def call() -> dict:
+        process.stdin.write(b"call\n")
+        await process.stdin.drain()
+        return json.loads(await asyncio.wait_for(process.stdout.readline(), RUN_TIMEOUT_S))
+
+    assert (await call())["status"] == 200
+    sidecars = [pid for pid, cmdline in children_of(process.pid).items() if SIDECAR_MODULE in cmdline]
+    assert len(sidecars) == 1
+    os.kill(sidecars[0], signal.SIGKILL)
+
+    # The host restarts the sidecar after a short backoff, on the same port and with the
+    # child's token added again, so the child's unchanged URL and token work again.
+    deadline = time.monotonic() + STEP_TIMEOUT_S
+    statuses = []
+    while time.monotonic() < deadline:
+        statuses.append((await call())["status"])
+        if statuses[-1] == 200:
+            break
+        await asyncio.sleep(0.2)
+    assert statuses[-1] == 200, statuses
+    restarted = [pid for pid, cmdline in children_of(process.pid).items() if SIDECAR_MODULE in cmdline]
+    assert restarted
+    assert restarted != sidecars
+
+    process.stdin.close()
+    _, stderr = await asyncio.wait_for(process.communicate(), STEP_TIMEOUT_S)
+    assert process.returncode == 0, stderr.decode()
+    assert [r.header("Authorization") for r in exec_app.openai.requests] == [f"Bearer {OPENAI_KEY}"] * 2

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any, Protocol
 
-from keyside.exec.child import SignalRelay, run_child
+from keyside.exec.child import Interrupted, SignalRelay, run_child
 from keyside.exec.environment import (
     COMMAND_MISSING,
     ExecError,
@@ -20,6 +22,7 @@ from keyside.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 
+EXIT_USAGE = 2
 # A real sidecar is ready in well under a second; this covers a cold start on a slow disk and
 # the supervisor's own handshake timeout.
 SIDECAR_START_TIMEOUT_S = 15.0
@@ -53,10 +56,22 @@ class ExecHost(Protocol):
 HostFactory = Callable[[Manifest, Any], ExecHost]
 
 
+def reserve_loopback_port() -> int:
+    """Return a port that is free on 127.0.0.1 at the time of the call."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _default_host_factory(manifest: Manifest, vault: Any) -> ExecHost:
     from keyside.host import Host
 
-    return Host(manifest, vault)
+    # The child reads the sidecar URL from its environment once. A sidecar restarted after a
+    # crash binds the preferred port again, so the child's URL keeps working. Another process
+    # could take the port in between; the sidecar then falls back to a new port, the child's
+    # calls fail, and the restarted sidecar still proves itself to the host before any token
+    # reaches it.
+    return Host(manifest, vault, preferred_port=reserve_loopback_port())
 
 
 def run_exec(manifest: Manifest, vault: ExecVault, command: Sequence[str], *,
@@ -65,13 +80,14 @@ def run_exec(manifest: Manifest, vault: ExecVault, command: Sequence[str], *,
     """Run `command` with a sidecar URL and a token scoped to `services`; return its exit code.
 
     Raises ExecError (with the exit code to use) when a service or its secret is missing, an
-    argument contains a stored secret, or the command cannot be started. Must be called from
-    the main thread, because it installs signal handlers.
+    argument contains a stored secret, or the command cannot be started. A relayed signal that
+    arrives before the command starts stops the host and gives 128 + the signal number. Must be
+    called from the main thread, because it installs signal handlers.
     """
     if not command:
         raise ExecError("No command given.", reason=COMMAND_MISSING,
                         fix="Put the command after `--`, e.g. `keyside exec -- python script.py`.",
-                        exit_code=2)
+                        exit_code=EXIT_USAGE)
     stderr = stderr or sys.stderr
     parent_env = os.environ if parent_env is None else parent_env
     host_factory = host_factory or _default_host_factory
@@ -82,27 +98,40 @@ def run_exec(manifest: Manifest, vault: ExecVault, command: Sequence[str], *,
     secret_values = list(vault.snapshot().values())
     check_arguments(command, secret_values)
 
-    with SignalRelay() as relay:
-        host = host_factory(manifest, vault)
-        try:
-            host.start(SIDECAR_START_TIMEOUT_S)
-            sidecar_url = host.sidecar_url
-            if not sidecar_url:
-                raise ExecError("The sidecar started but reported no URL.", reason="sidecar_unavailable",
-                                fix="Run `keyside doctor` and check the sidecar log.")
-            token_id, token = host.issue_exec_token(names)
-            logger.info("exec token issued token_id=%s services=%s url=%s",
-                        token_id, ",".join(names), sidecar_url)
+    try:
+        with SignalRelay() as relay:
+            host = host_factory(manifest, vault)
             try:
-                environment = build_child_env(parent_env, secret_values=secret_values,
-                                              sidecar_url=sidecar_url, token=token, services=names)
-                for name, why in environment.removed.items():
-                    print(f"keyside: {name} is not passed to the command: {why}.", file=stderr)
-                return run_child(command, environment.variables, relay)
+                return _run_with_host(host, relay, command, names, secret_values, parent_env, stderr)
             finally:
-                _revoke(host, token_id)
-        finally:
-            host.stop()
+                # A signal during cleanup must not cut the sidecar's shutdown short.
+                relay.finish()
+                host.stop()
+    except Interrupted as interrupted:
+        name = signal.Signals(interrupted.signum).name
+        logger.info("exec interrupted before the command started signal=%s", name)
+        print(f"keyside: {name} received before the command started; nothing was run.", file=stderr)
+        return interrupted.exit_code
+
+
+def _run_with_host(host: ExecHost, relay: SignalRelay, command: Sequence[str], names: list[str],
+                   secret_values: list[str], parent_env: Mapping[str, str], stderr: IO[str]) -> int:
+    host.start(SIDECAR_START_TIMEOUT_S)
+    sidecar_url = host.sidecar_url
+    if not sidecar_url:
+        raise ExecError("The sidecar started but reported no URL.", reason="sidecar_unavailable",
+                        fix="Run `keyside doctor` and check the sidecar log.")
+
+    token_id, token = host.issue_exec_token(names)
+    logger.info("exec token issued token_id=%s services=%s url=%s", token_id, ",".join(names), sidecar_url)
+    try:
+        environment = build_child_env(parent_env, secret_values=secret_values, sidecar_url=sidecar_url,
+                                      token=token, services=names)
+        for name, why in environment.removed.items():
+            print(f"keyside: {name} is not passed to the command: {why}.", file=stderr)
+        return run_child(command, environment.variables, relay)
+    finally:
+        _revoke(host, token_id)
 
 
 def _revoke(host: ExecHost, token_id: str) -> None:
