@@ -13,6 +13,7 @@ import atexit
 import concurrent.futures
 import inspect
 import itertools
+import json
 import logging
 import threading
 import time
@@ -397,10 +398,17 @@ class Host:
                            reason="command_timeout", fix="check the host log") from None
 
     def _check_result(self, spec: Command, result: Any) -> None:
-        """Raise IpcError when a result contains a secret value, an exec token or (outside local_api) the token.
+        """Raise IpcError when a result is not plain JSON or contains a secret value, an exec token
+        or (outside local_api) the session token.
 
         Built-in commands never do; this stops an app command that returns one by mistake.
         """
+        try:
+            json.dumps(result, allow_nan=False)
+        except (TypeError, ValueError, RecursionError):
+            raise IpcError(f"The command {spec.name} returned a value that is not plain JSON.",
+                           reason="invalid_result", fix="return dicts, lists, strings, numbers, booleans or None") \
+                from None
         forbidden = {value for value in self.vault.snapshot().values() if len(value) >= MIN_SECRET_CHARS}
         forbidden |= {token for token, _ in self._exec_tokens.values()}
         credentials = self._supervisor.credentials()
