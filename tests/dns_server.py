@@ -20,6 +20,8 @@ from typing import Any
 from dnslib import AAAA, CNAME, QTYPE, RCODE, RR, A, DNSError, DNSRecord
 from dnslib.server import DNSHandler, DNSServer
 
+# How often the serving threads check for shutdown, in seconds.
+SHUTDOWN_POLL_S = 0.02
 _FAMILIES = {"A": ipaddress.IPv4Address, "AAAA": ipaddress.IPv6Address}
 
 
@@ -155,7 +157,10 @@ class DnsServer:
                 continue
             for server in (udp, tcp):
                 server.server.keyside_dns = self  # type: ignore[attr-defined]
-                server.start_thread()
+                # A short poll interval makes stop() return quickly between tests.
+                thread = threading.Thread(target=server.server.serve_forever,
+                                          kwargs={"poll_interval": SHUTDOWN_POLL_S}, daemon=True)
+                thread.start()
             self._servers = [udp, tcp]
             self.port = port
             return self
@@ -163,7 +168,7 @@ class DnsServer:
 
     def stop(self) -> None:
         for server in self._servers:
-            server.stop()
+            server.server.shutdown()
             server.server.server_close()
         self._servers = []
 
