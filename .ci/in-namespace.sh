@@ -11,5 +11,11 @@ HOME="$(mktemp -d)"
 export HOME
 export XDG_RUNTIME_DIR="$HOME/run" XDG_DATA_HOME="$HOME/.local/share" XDG_CONFIG_HOME="$HOME/.config"
 mkdir -p -m 0700 "$XDG_RUNTIME_DIR"
+trap 'rm -rf "$HOME"' EXIT
 
-exec dbus-run-session -- bash .ci/with-keyring.sh "$@"
+# The session bus starts gnome-keyring's unlock prompt (gcr-prompter) with its own environment.
+# Without DISPLAY the prompt fails at once, so a locked collection gives KeyringLocked; with a
+# virtual display it would wait forever for a click. with-keyring.sh restores the display for
+# the tests themselves.
+export KEYSIDE_TEST_DISPLAY="${DISPLAY:-}" KEYSIDE_TEST_WAYLAND_DISPLAY="${WAYLAND_DISPLAY:-}"
+env -u DISPLAY -u WAYLAND_DISPLAY dbus-run-session -- bash .ci/with-keyring.sh "$@"

@@ -104,11 +104,12 @@ def current_backend() -> KeyringBackend:
     """Return the backend `keyring` selected (PYTHON_KEYRING_BACKEND, keyringrc.cfg or detection)."""
     try:
         return keyring.get_keyring()
-    except (RuntimeError, ImportError, AttributeError, KeyringError) as error:
-        # A backend named in PYTHON_KEYRING_BACKEND or keyringrc.cfg that cannot start raises here,
-        # for example the Secret Service backend without a session bus.
-        raise VaultError(f"The system vault cannot start: {error}.", reason=VAULT_UNAVAILABLE,
-                         fix=UNAVAILABLE_FIX) from None
+    except Exception as error:
+        # A backend named in PYTHON_KEYRING_BACKEND or keyringrc.cfg is loaded here and raises its
+        # own errors: ImportError for a missing module, RuntimeError from a backend that is not
+        # viable, FileNotFoundError from the Secret Service backend (keyring 25) without a session bus.
+        raise VaultError(f"The system vault cannot start: {type(error).__name__}: {error}.",
+                         reason=VAULT_UNAVAILABLE, fix=UNAVAILABLE_FIX) from None
 
 
 def check_backend(backend: KeyringBackend) -> None:
