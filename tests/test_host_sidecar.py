@@ -2,7 +2,7 @@
 
 These tests follow a key from the UI commands to what the upstream receives: saved keys are
 injected, failed vault writes change nothing, a restarted sidecar rejects the old token, a host
-killed with SIGKILL leaves no sidecar, and no log file holds a key or the token.
+killed with SIGKILL leaves no sidecar, and no log file contains a key or the token.
 """
 
 from __future__ import annotations
@@ -207,8 +207,8 @@ def test_host_killed_leaves_no_sidecar(app, tmp_path):
         assert not process_gone(sidecar_pid)
         process.kill()
         process.wait(timeout=10)
-        # The sidecar sees stdin close and also has PR_SET_PDEATHSIG; within a second is the
-        # goal (measured in docs/host.md), the wait here is longer so a busy machine does not flake.
+        # The sidecar exits on stdin EOF and also sets PR_SET_PDEATHSIG. The goal is one second
+        # (measured in docs/host.md); the wait here is longer, so a busy machine does not flake.
         wait_until(lambda: process_gone(sidecar_pid), timeout_s=5.0)
     finally:
         if process.poll() is None:
@@ -217,7 +217,7 @@ def test_host_killed_leaves_no_sidecar(app, tmp_path):
 
 
 def test_host_exit_without_stop_ends_sidecar(app, tmp_path):
-    """The atexit hook stops the sidecar when the app forgets to call stop()."""
+    """The atexit hook stops the sidecar when the app exits without calling stop()."""
     process = _spawn_host(app.path.parent, tmp_path / "logs", "exit")
     out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err

@@ -75,8 +75,8 @@ def crash(ctx):
     raise RuntimeError(f"boom with {ctx.host.vault.get('ECHO_KEY')}")
 
 
-@command("refuse", capability=None, registry=APP_REGISTRY)
-def refuse(ctx):
+@command("reject_call", capability=None, registry=APP_REGISTRY)
+def reject_call(ctx):
     raise KeysideError("Not today.", reason="quota_exceeded", fix="try tomorrow")
 
 
@@ -319,7 +319,7 @@ def test_app_command_exception_hides_details(host):
 
 def test_app_command_keyside_error_keeps_reason(host):
     with pytest.raises(IpcError) as caught:
-        host.invoke("main", APP_URL, "refuse", {})
+        host.invoke("main", APP_URL, "reject_call", {})
     assert caught.value.to_dict() == {"reason": "quota_exceeded", "message": "Not today.", "fix": "try tomorrow"}
 
 

@@ -146,7 +146,7 @@ def test_squatter_port_claim_gets_no_token(manifest, tmp_path, squatter):
 
 
 def test_squatter_on_preferred_port(manifest, tmp_path, squatter, record):
-    """With the preferred port taken, the sidecar binds another one; the squatter sees nothing."""
+    """With the preferred port taken, the sidecar binds another one, and the squatter receives nothing."""
     vault = memory_vault(manifest, {"ECHO_KEY": ECHO_KEY})
     with running_host(manifest, vault, tmp_path / "logs", preferred_port=squatter.port,
                       sidecar_command=fake_sidecar(record=record)) as host:

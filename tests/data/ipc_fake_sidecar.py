@@ -4,7 +4,7 @@
 
 Modes:
     ok            bind 127.0.0.1 (the preferred port, else any), report ready with a correct proof,
-                  answer control requests
+                  reply to control requests
     silent        read the bootstrap, then never write anything
     slow          like ok, after --delay-s seconds
     wrong_proof   report ready with a proof that does not match

@@ -1,7 +1,7 @@
 """The control channel to a running sidecar: requests on its stdin, replies matched by id on stdout.
 
 Only the reader task reads stdout after the handshake. Each request gets a fresh integer id and
-waits for the reply with that id; when stdout closes, every waiting request fails at once with
+waits for the reply with that id. When stdout closes, every waiting request fails at once with
 `sidecar_unavailable` instead of running into its timeout.
 """
 
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class SidecarError(KeysideError):
-    """The sidecar could not be started, stopped answering, or rejected a control request."""
+    """The sidecar could not be started, stopped responding, or rejected a control request."""
 
     reason = "sidecar_unavailable"
 
@@ -59,7 +59,7 @@ class ControlChannel:
         except TimeoutError:
             log.warning("control request timed out type=%s id=%d pid=%d timeout_s=%.1f",
                         message_type, request_id, self._pid, timeout_s)
-            raise SidecarError(f"The sidecar did not answer {message_type} within {timeout_s:.1f} s.",
+            raise SidecarError(f"The sidecar did not reply to {message_type} within {timeout_s:.1f} s.",
                                reason="sidecar_timeout", fix="check the sidecar log") from None
         finally:
             self._pending.pop(request_id, None)
@@ -98,11 +98,11 @@ class ControlChannel:
         self._closed = True
         for waiter in self._pending.values():
             if not waiter.done():
-                waiter.set_exception(SidecarError("The sidecar exited before it answered.",
+                waiter.set_exception(SidecarError("The sidecar exited before it replied.",
                                                   fix="wait for the restart"))
 
     async def close(self) -> None:
-        """Close stdin, which tells the sidecar to exit, and stop reading replies."""
+        """Close stdin, which makes the sidecar exit, and stop reading replies."""
         self._closed = True
         if not self._stdin.is_closing():
             self._stdin.close()

@@ -15,7 +15,7 @@ import keyside
 from keyside.host.external import check_external_url
 from keyside.host.ipc import ArgSpec, CallContext, CommandRegistry, IpcError, command
 
-# A pasted API key; real keys are well under 1 KiB, long JWT-style tokens under 4 KiB.
+# Room for long JWT-style tokens; a longer value is not a pasted API key.
 MAX_SECRET_VALUE_CHARS = 8192
 
 BUILTIN_COMMANDS = CommandRegistry()
@@ -28,7 +28,7 @@ SECRET_VALUE = ArgSpec(str, max_length=MAX_SECRET_VALUE_CHARS, allow_control_cha
 
 @command("runtime_info", capability=None, registry=BUILTIN_COMMANDS)
 async def runtime_info(ctx: CallContext) -> dict[str, Any]:
-    """OS, versions and sidecar state, for an about box or a support report."""
+    """Return the OS, versions and sidecar state, for an about box or a support report."""
     state = ctx.host.sidecar_state
     return {
         "os": f"{platform.system()} {platform.release()}".strip(),
@@ -44,7 +44,7 @@ async def runtime_info(ctx: CallContext) -> dict[str, Any]:
 
 @command("app_config", capability=None, registry=BUILTIN_COMMANDS)
 async def app_config(ctx: CallContext) -> dict[str, Any]:
-    """The public part of the manifest, so pages can render their panels: no values, no token."""
+    """Return the public part of the manifest, so pages can render their panels: no values, no token."""
     manifest = ctx.host.manifest
     return {
         "app": {"id": manifest.app_id, "name": manifest.name},
@@ -60,7 +60,7 @@ async def app_config(ctx: CallContext) -> dict[str, Any]:
 
 @command("local_api", capability="data", registry=BUILTIN_COMMANDS)
 async def local_api(ctx: CallContext) -> dict[str, str]:
-    """The sidecar's base URL and the session token, for the page's own fetches."""
+    """Return the sidecar's base URL and the session token, for the page's own fetches."""
     credentials = ctx.host.sidecar_credentials()
     if credentials is None:
         state = ctx.host.sidecar_state
@@ -72,7 +72,7 @@ async def local_api(ctx: CallContext) -> dict[str, str]:
 
 @command("list_secrets", capability="secrets", registry=BUILTIN_COMMANDS)
 async def list_secrets(ctx: CallContext) -> list[dict[str, Any]]:
-    """Name, description, configured and last validation of each declared secret."""
+    """Return the name, description, configured flag and last validation of each declared secret."""
     return ctx.host.secrets.listing()
 
 

@@ -1,4 +1,4 @@
-"""The check for URLs that a page asks the host to open in the system browser.
+"""The check for URLs that a page requests the host to open in the system browser.
 
 Only http, https and mailto pass. Everything else (javascript:, file:, data:, custom schemes
 that start local programs) is rejected, as are control characters and whitespace, which

@@ -1,4 +1,4 @@
-"""The host: the trusted process that holds the vault, owns the session token and answers UI calls.
+"""The host: the trusted process that keeps the vault, owns the session token and runs UI calls.
 
 `Host` runs its own asyncio loop in a background thread, so a GUI toolkit can keep the main
 thread. The shell calls `invoke` from any thread with the window label it bound and the window's
@@ -38,7 +38,7 @@ from keyside.redact import MIN_SECRET_CHARS, Redactor
 
 log = logging.getLogger(__name__)
 
-# An app command that runs longer is reported as failed; a plain-function handler keeps running
+# An app command that runs longer is reported as failed. A plain-function handler keeps running
 # in its worker thread until it returns, because Python cannot stop a thread.
 COMMAND_TIMEOUT_S = 60.0
 # Time for stop() to end the sidecar and the loop: the sidecar's SIGTERM grace plus slack.
@@ -353,7 +353,7 @@ class Host:
 
     async def invoke_async(self, window_label: str, current_url: str, command: str,
                            args: dict[str, Any] | None = None) -> Any:
-        """The same as invoke, awaited on the host loop."""
+        """Run a UI command like invoke, awaited on the host loop."""
         spec = self._lookup(command)
         name = args.get("name") if isinstance(args, dict) else None
         secret = name if isinstance(name, str) and name in self.manifest.secrets else None

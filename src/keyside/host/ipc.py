@@ -78,7 +78,7 @@ class ArgSpec:
 
 @dataclass(frozen=True)
 class CallContext:
-    """Who made a call: the window label bound by the shell and the origin it was on."""
+    """The caller of one command: the window label bound by the shell and the page origin of the call."""
 
     window: str
     origin: str

@@ -13,7 +13,7 @@ from keyside.paths import ensure_private_dir
 from keyside.redact import RedactingFilter, Redactor
 
 HOST_LOG_NAME = "host.log"
-# A few days of normal use per file; the backups bound the folder at about 4 MiB.
+# With three backups, each log uses at most about 4 MiB of disk.
 MAX_LOG_FILE_BYTES = 1024 * 1024
 LOG_FILE_BACKUPS = 3
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -42,7 +42,7 @@ def open_private_handler(directory: Path, filename: str, redactor: Redactor) -> 
 class HostLogFile:
     """Attaches `host.log` to the `keyside` logger for the lifetime of one host.
 
-    The logger's level is left to the application (the CLI's --log-level), so the file holds
+    The logger's level is left to the application (the CLI's --log-level), so the file gets
     the same records as the console: warnings and errors by default.
     """
 

@@ -108,9 +108,9 @@ def check_call(manifest: Manifest, origins: OriginPolicy, window_label: str, cur
     """Return the caller's origin when the call may run; raise IpcError otherwise.
 
     The steps run in this order, so a page on a foreign origin learns nothing about which
-    commands exist: (1) the label is a window of this app, (2) the window's current URL has
-    one of the app's page origins for that window, (3) the command exists, (4) the window has
-    the command's capability.
+    commands exist. (1) The label is a window of this app. (2) The window's current URL has one
+    of the app's page origins for that window. (3) The command exists. (4) The window has the
+    command's capability.
     """
     window = manifest.windows.get(window_label) if isinstance(window_label, str) else None
     if window is None:

@@ -2,7 +2,7 @@
 
 A change is written to the vault (which persists before it updates its cache) and only then
 pushed to the sidecar, so a failed write leaves the cache and the sidecar as they were. Changes
-run one at a time, so the sidecar sees them in the vault's order. A sidecar that is not running
+run one at a time, so the sidecar gets them in the vault's order. A sidecar that is not running
 at that moment reads the vault when it starts, and a sidecar that started while a change was in
 flight is brought up to date before it is marked ready (`resync`).
 """
@@ -28,7 +28,7 @@ from keyside.redact import Redactor
 log = logging.getLogger(__name__)
 
 # Twice the sidecar's own probe deadline (keyside.sidecar.validation.VALIDATION_TIMEOUT_S, 15 s),
-# so its answer, even `unreachable`, arrives before the host gives up.
+# so its reply, even `unreachable`, arrives before the host gives up.
 VALIDATE_TIMEOUT_S = 30.0
 
 VALIDATION_RESULTS = ("valid", "invalid", "unreachable")
@@ -41,8 +41,11 @@ def _now() -> str:
 
 
 def _clean_value(name: str, value: str, *, fix_if_empty: str) -> str:
-    """Return a pasted key without surrounding whitespace; raise IpcError when it is empty or has
-    a control character inside, which would split the HTTP header, query or path it is sent in."""
+    """Return a pasted key without surrounding whitespace, or raise IpcError when it is empty.
+
+    A control character inside the key also raises, because it would split the HTTP header,
+    query or path the key is sent in.
+    """
     clean = value.strip()
     if not clean:
         raise IpcError(f"The value for {name} is empty.", reason="invalid_arguments", fix=fix_if_empty)
@@ -65,9 +68,9 @@ class SecretManager:
         self._supervisor = supervisor
         self._redactor = redactor
         self._lock: asyncio.Lock | None = None
-        # Recent validations per secret, keyed by a keyed hash of the value they were about, so a
-        # result is shown only while that value is the stored one: checking a wrong candidate
-        # does not hide the result of the stored key. The hash key never leaves memory.
+        # Recent validations per secret, keyed by an HMAC of the value they were about. A result
+        # is shown only while that value is the stored one, and checking a wrong candidate does
+        # not hide the result of the stored key. The HMAC key never leaves memory.
         self._fingerprint_key = os.urandom(32)
         self._validations: dict[str, OrderedDict[bytes, dict[str, Any]]] = {}
 

@@ -4,9 +4,9 @@ One start, in order:
 1. Spawn the child with a minimal environment and pipes on stdin, stdout and stderr.
 2. Write the bootstrap (a fresh token and nonce, the secrets, the services) on its stdin.
 3. Wait a bounded time for one `ready` line and verify its HMAC proof over the nonce and the
-   reported port. Until the proof checks out the port is not published and no token-bearing
-   traffic goes to it, so a squatter on the port, a stale sidecar of an earlier run or a child
-   that lies about its port never receives the token (fail closed).
+   reported port. Until the proof checks out, the port is not published and no token-bearing
+   traffic goes to it (fail closed). A squatter on the port, a stale sidecar of an earlier run
+   or a child that lies about its port therefore never receives the token.
 4. Keep stdin open as the control channel.
 
 A child that exits unexpectedly is restarted with exponential backoff and a fresh token. After
@@ -60,7 +60,7 @@ STABLE_RUN_S = 30.0
 EOF_EXIT_S = 1.0
 # Time between SIGTERM and SIGKILL when stopping.
 STOP_GRACE_S = 2.0
-# Longest stderr line forwarded to the host log; the rest of a longer line is cut.
+# Maximum length of a stderr line forwarded to the host log; the rest of a longer line is cut.
 MAX_STDERR_LINE_CHARS = 2000
 # stderr lines logged as warnings when a child fails: enough for a Python traceback.
 STDERR_TAIL_LINES = 40
@@ -138,7 +138,7 @@ class Supervisor:
     """Runs one sidecar at a time on the host's event loop.
 
     `build_bootstrap` returns the bootstrap fields other than type, version, token, nonce and
-    preferred_port; it is called at every start, so a restarted sidecar gets the current secrets.
+    preferred_port. It is called at every start, so a restarted sidecar gets the current secrets.
     `on_launched` runs after the proof is verified and before the state becomes ready; control
     requests already work then (the host re-adds exec tokens there).
     """
@@ -363,7 +363,7 @@ class Supervisor:
                                reason="handshake_invalid", fix="run a matching keyside sidecar")
         if not verify_handshake(child.session.token, child.session.nonce, port, message.get("proof")):
             log.warning("sidecar handshake proof invalid pid=%d port=%d", process.pid, port)
-            raise SidecarError(f"The listener reported on port {port} did not prove it holds the token.",
+            raise SidecarError(f"The listener on reported port {port} failed the token proof check.",
                                reason="handshake_proof_invalid",
                                fix="another program may be answering for the sidecar; check the host log")
         return port
@@ -396,7 +396,7 @@ class Supervisor:
         elif process.stdin is not None and not process.stdin.is_closing():
             process.stdin.close()
         if process.returncode is None:
-            # stdin EOF asks for a clean exit (logs flushed); SIGTERM and SIGKILL follow if it hangs.
+            # stdin EOF requests a clean exit (logs flushed); SIGTERM and SIGKILL follow if it hangs.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), self.settings.eof_exit_s)
         if process.returncode is None:
