@@ -9,6 +9,7 @@ that killing keyside exec leaves no sidecar behind.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import re
@@ -169,10 +170,23 @@ async def test_exec_aiohttp_child_calls_upstreams(exec_app: ExecApp, tmp_path: P
     assert "OPENAI_API_KEY is not passed to the command" in result.stderr
 
 
-async def test_exec_sdk_child_calls_upstreams(exec_app: ExecApp) -> None:
-    pytest.importorskip("openai")
-    pytest.importorskip("anthropic")
-    result = await keyside_exec(exec_app.args("--", *python("call_sdk.py")), exec_app.env())
+# The environment recipe from docs/recipes.md: an unchanged script whose SDK clients read these.
+SDK_ENV_RECIPE = ('OPENAI_BASE_URL="$KEYSIDE_URL_OPENAI/v1" OPENAI_API_KEY="$KEYSIDE_TOKEN" '
+                  'ANTHROPIC_BASE_URL="$KEYSIDE_URL_ANTHROPIC" ANTHROPIC_API_KEY="$KEYSIDE_TOKEN" '
+                  'exec "$0" "$@"')
+
+
+@pytest.mark.parametrize("mode", ["explicit", "environment"])
+async def test_exec_sdk_child_calls_upstreams(exec_app: ExecApp, mode: str) -> None:
+    # find_spec, not importorskip: importing the SDKs here would cost seconds and test nothing.
+    for sdk in ("openai", "anthropic"):
+        if importlib.util.find_spec(sdk) is None:
+            pytest.skip(f"the {sdk} package is not installed (pip install -e '.[test]')")
+    command = python("call_sdk.py", mode)
+    if mode == "environment":
+        command = ["sh", "-c", SDK_ENV_RECIPE, *command]
+    # The parent's own OPENAI_API_KEY is the real key; the recipe replaces it with the token.
+    result = await keyside_exec(exec_app.args("--", *command), exec_app.env(OPENAI_API_KEY=OPENAI_KEY))
     assert result.returncode == 0, result.stderr
 
     calls = {line["call"]: line for line in result.json_lines()}
