@@ -14,7 +14,7 @@ mkdir -p -m 0700 "$XDG_RUNTIME_DIR"
 trap 'rm -rf "$HOME"' EXIT
 
 # The session bus starts gnome-keyring's unlock prompt (gcr-prompter) with its own environment.
-# Without DISPLAY the prompt fails at once, so a locked collection gives KeyringLocked; with a
+# Without DISPLAY the prompt fails at once, so a locked collection gives KeyringLocked. With a
 # virtual display it would wait forever for a click. with-keyring.sh restores the display for
 # the tests themselves.
 export KEYSIDE_TEST_DISPLAY="${DISPLAY:-}" KEYSIDE_TEST_WAYLAND_DISPLAY="${WAYLAND_DISPLAY:-}"

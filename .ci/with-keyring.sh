@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs inside the session bus: starts gnome-keyring-daemon with a login collection unlocked by a
-# throwaway password, checks that the Secret Service answers, then runs the README's test command.
+# throwaway password, checks that the Secret Service responds, then runs the README's test command.
 set -euo pipefail
 
 if command -v gnome-keyring-daemon >/dev/null; then
@@ -26,7 +26,7 @@ PROBE
     fi
 fi
 if [ "${KEYSIDE_SECRET_SERVICE:-}" != 1 ]; then
-    echo "with-keyring.sh: no Secret Service started; tests that need it skip (or fail in CI)" >&2
+    echo "with-keyring.sh: no Secret Service started, so tests that need it skip (or fail in CI)" >&2
 fi
 
 # Give the tests back the display that in-namespace.sh hid from the session bus.

@@ -221,6 +221,27 @@ def test_corrupt_entry_never_overwritten(tmp_path, case, stored):
     assert backend.entries[(MANIFEST.keyring_service, ENTRY_USERNAME)] == stored
 
 
+class WindowsVaultStandIn(DictKeyring):
+    """Carries the name of keyring's Windows backend, whose entries hold at most 2560 bytes."""
+
+
+WindowsVaultStandIn.__module__ = "keyring.backends.Windows"
+WindowsVaultStandIn.__qualname__ = "WinVaultKeyring"
+
+
+def test_entry_size_limit_checked(tmp_path):
+    backend = WindowsVaultStandIn()
+    vault = Vault(MANIFEST, dict_store(backend, tmp_path))
+    vault.set("ALPHA_KEY", "a" * 1000)
+    with pytest.raises(VaultError) as caught:
+        vault.set("BETA_KEY", "b" * 1000)
+    assert caught.value.reason == "vault_write_failed"
+    assert "at most 2560" in caught.value.message
+    assert "--vault file" in caught.value.fix
+    assert vault.snapshot() == {"ALPHA_KEY": "a" * 1000}
+    assert json.loads(backend.entries[(MANIFEST.keyring_service, ENTRY_USERNAME)]) == {"ALPHA_KEY": "a" * 1000}
+
+
 def test_empty_vault_removes_entry(tmp_path):
     backend = DictKeyring()
     vault = Vault(MANIFEST, dict_store(backend, tmp_path))

@@ -17,12 +17,12 @@ from keyside.vault.errors import PASSPHRASE_REQUIRED, VaultError
 # environment once read, so child processes such as the sidecar never inherit it.
 PASSPHRASE_ENV = "KEYSIDE_VAULT_PASSPHRASE"  # noqa: S105 - a variable name, not a password
 VAULT_KIND_ENV = "KEYSIDE_VAULT"
-# Longer than any passphrase a person types; stops a wrong --passphrase-fd from reading a whole file.
+# Longer than any passphrase a person types, and stops a wrong --passphrase-fd from reading a whole file.
 MAX_PASSPHRASE_BYTES = 4096
 
 
 class UsageError(KeysideError):
-    """Options that do not fit together or a bad argument; the CLI exits with status 2."""
+    """Options that do not fit together, or a bad argument. The CLI exits with status 2."""
 
     reason = "usage"
 
@@ -107,7 +107,7 @@ def read_passphrase(passphrase_fd: int | None, path: Path, *, creating: bool) ->
         return getpass.getpass(f"Passphrase for the file vault {path}: ")
     passphrase = getpass.getpass(f"New passphrase for the file vault {path}: ")
     if getpass.getpass("Repeat the passphrase: ") != passphrase:
-        raise PassphraseMismatch("The two passphrases differ; nothing was written.", fix="Run the command again.")
+        raise PassphraseMismatch("The two passphrases differ, so nothing was written.", fix="Run the command again.")
     return passphrase
 
 

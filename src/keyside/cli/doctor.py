@@ -1,8 +1,8 @@
-"""`keyside doctor`: check what an app needs on this machine and say how to fix what is missing.
+"""`keyside doctor`: check what an app needs on this machine and print a fix for each problem.
 
 Checks come from provider modules listed in CHECK_PROVIDERS. Each provider exposes
-`checks(args) -> list[Check]`; a provider module that is not installed is skipped. A provider
-that raises is reported as one failed check, so one broken provider cannot hide the others.
+`checks(args) -> list[Check]`, and a provider module that is not installed is skipped. A
+provider that raises is reported as one failed check, so one broken provider cannot hide the others.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ CHECK_PROVIDERS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class Check:
-    """The result of one check: `status` is ok, warn or fail; `fix` says what to do when not ok."""
+    """The result of one check: `status` is ok, warn or fail, and `fix` is the user's next step when not ok."""
 
     name: str
     status: str
@@ -73,7 +73,7 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 
 def collect_checks(args: argparse.Namespace) -> list[Check]:
-    """Run the built-in checks and every installed provider; return all results in order."""
+    """Run the built-in checks and every installed provider, and return all results in order."""
     results = [Check("keyside", OK, f"keyside {__version__} on Python {platform.python_version()} "
                                     f"({sys.platform})")]
     results.append(_manifest_check(args))

@@ -88,7 +88,7 @@ def run_set(args: argparse.Namespace) -> int:
     _, vault = _open(args)
     value = _read_value(args)
     if not value.strip():
-        raise KeysideError(f"The value for {args.name} is empty; nothing was stored.", reason="empty_value",
+        raise KeysideError(f"The value for {args.name} is empty, so nothing was stored.", reason="empty_value",
                            fix=f"To remove {args.name}, run `keyside secrets delete {args.name}`.")
     vault.set(args.name, value)
     print(f"Stored {args.name} in {vault.backend_name}.")

@@ -39,13 +39,13 @@ __all__ = [
 
 
 def default_file_path(app_id: str) -> Path:
-    """Return where the file vault of `app_id` lives unless --vault-file says otherwise."""
+    """Return the file vault path for `app_id` that applies when --vault-file is not given."""
     return data_dir(app_id) / FILE_VAULT_NAME
 
 
 def open_store(manifest: Manifest, kind: str = DEFAULT_VAULT_KIND, *, file_path: Path | str | None = None,
                passphrase: str | None = None, scrypt_n: int = SCRYPT_N) -> SecretStore:
-    """Build the store of `kind` for `manifest`; raise VaultError when it cannot be used."""
+    """Build the store of `kind` for `manifest`, or raise VaultError when it cannot be used."""
     if kind == "system":
         return KeyringStore(manifest.keyring_service, sorted(manifest.secrets),
                             lock_path=data_dir(manifest.app_id) / KEYRING_LOCK_NAME)
@@ -60,8 +60,8 @@ def open_store(manifest: Manifest, kind: str = DEFAULT_VAULT_KIND, *, file_path:
 
 def open_vault(manifest: Manifest, kind: str = DEFAULT_VAULT_KIND, *, file_path: Path | str | None = None,
                passphrase: str | None = None) -> Vault:
-    """Open the vault of `kind` for `manifest`; secrets load on first use or on `load()`.
+    """Open the vault of `kind` for `manifest`. Secrets load on first use or on `load()`.
 
-    `system` checks the keyring backend now and rejects unsafe ones; `file` needs `passphrase`.
+    `system` checks the keyring backend now and rejects unsafe ones. `file` needs `passphrase`.
     """
     return Vault(manifest, open_store(manifest, kind, file_path=file_path, passphrase=passphrase))

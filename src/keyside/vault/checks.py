@@ -52,7 +52,7 @@ def _keyring_backend_check() -> Check:
 
 
 def _file_checks(args: argparse.Namespace, manifest: Manifest | None) -> tuple[list[Check], str | None]:
-    """Check the vault file without decrypting it; return the checks and a passphrase when one was given."""
+    """Check the vault file without decrypting it. Return the checks, and the passphrase when one was given."""
     if manifest is None and getattr(args, "vault_file", None) is None:
         return [Check("vault backend", WARN, "file: no app manifest, so the default vault file is unknown",
                       "Pass --app or --vault-file PATH.")], None

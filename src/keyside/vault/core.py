@@ -90,7 +90,7 @@ class Vault:
         return self._declared(self._entries())
 
     def set(self, name: str, value: str) -> None:
-        """Store `value` (trimmed) under a declared name; an empty value deletes the secret."""
+        """Store `value`, trimmed, under a declared name. An empty value deletes the secret."""
         self._require_declared(name)
         clean = normalize_value(name, value)
         if not clean:
@@ -107,7 +107,7 @@ class Vault:
         log.info("secret stored app=%s name=%s backend=%r", self.manifest.app_id, name, self.backend_name)
 
     def delete(self, name: str) -> bool:
-        """Delete a declared secret; return True when it was stored."""
+        """Delete a declared secret and return True when it was stored."""
         self._require_declared(name)
         existed = False
 
@@ -130,8 +130,8 @@ class Vault:
             return self._cache
 
     def _declared(self, entries: Entries) -> dict[str, str]:
-        # Entries for names no longer in the manifest stay stored (nothing is lost when a
-        # manifest changes back), but the host never hands them out.
+        # Stored entries for names the manifest no longer declares are kept, so a manifest that
+        # declares them again finds them, but the host never returns them.
         return {name: value for name, value in entries.items() if name in self.manifest.secrets}
 
     def _require_declared(self, name: str) -> None:

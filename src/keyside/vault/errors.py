@@ -20,7 +20,7 @@ PASSPHRASE_REQUIRED = "passphrase_required"
 WEAK_PASSPHRASE = "weak_passphrase"
 # The stored data is unreadable: a tampered or truncated file, or a malformed keyring entry.
 VAULT_CORRUPT = "vault_corrupt"
-# Persisting a change failed; the previous stored state and the cache are unchanged.
+# Persisting a change failed. The stored state and the cache are unchanged.
 VAULT_WRITE_FAILED = "vault_write_failed"
 # The secret name is not declared in the app manifest.
 UNKNOWN_SECRET = "unknown_secret"
@@ -31,7 +31,7 @@ UNKNOWN_VAULT_KIND = "unknown_vault_kind"
 
 
 class VaultError(KeysideError):
-    """A vault operation failed; `reason` is one of the names above and `fix` says what to do.
+    """A failed vault operation, with `reason` from the names above and the user's next step in `fix`.
 
     The message never contains a secret value or a passphrase.
     """

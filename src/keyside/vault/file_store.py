@@ -6,8 +6,8 @@ File format (UTF-8 JSON, version 1):
      "kdf": {"name": "scrypt", "n": 131072, "r": 8, "p": 1, "salt": "<base64>"},
      "key_check": "<base64>", "nonce": "<base64>", "ciphertext": "<base64>"}
 
-scrypt turns the passphrase into 64 bytes: the first 32 are the AES-256-GCM key, the next 16
-are stored as `key_check`, so a wrong passphrase is told apart from a damaged file. Every
+scrypt turns the passphrase into 48 bytes. The first 32 are the AES-256-GCM key, and the last
+16 are stored as `key_check`, so a wrong passphrase can be distinguished from a damaged file. Every
 field except `nonce` and `ciphertext` is bound to the ciphertext as associated data, so an
 edited header fails authentication. The plaintext is the JSON object of name to value.
 
@@ -61,7 +61,7 @@ SCRYPT_N = 2**17
 SCRYPT_R = 8
 SCRYPT_P = 1
 # Bounds accepted when reading a file, so an edited header cannot make us allocate gigabytes.
-# 2**14 is RFC 7914's value for interactive logins; 2**20 uses 1 GiB.
+# 2**14 is RFC 7914's value for interactive logins, and 2**20 uses 1 GiB.
 MIN_SCRYPT_N = 2**14
 MAX_SCRYPT_N = 2**20
 MAX_SCRYPT_P = 4
@@ -69,9 +69,9 @@ SALT_BYTES = 16
 NONCE_BYTES = 12  # the GCM standard nonce size
 KEY_BYTES = 32
 KEY_CHECK_BYTES = 16
-# A vault holds a few keys; a file this large is not ours, and reading it whole is wasteful.
+# A vault contains a few keys, so a larger file is not a keyside vault.
 MAX_FILE_BYTES = 1024 * 1024
-# Applies when a new file vault is created; an existing file opens with the passphrase it has.
+# Checked when a new file vault is created. An existing file opens with the passphrase it has.
 MIN_PASSPHRASE_CHARS = 8
 FILE_MODE = 0o600
 DOCUMENT_FIELDS = frozenset({"format", "version", "cipher", "kdf", "key_check", "nonce", "ciphertext"})
@@ -117,15 +117,17 @@ class _Header:
         unknown = set(document) - DOCUMENT_FIELDS
         if unknown:
             raise _corrupt(path, f"unknown field(s) {', '.join(sorted(unknown))}")
+
         if document.get("format") != FILE_FORMAT:
             raise _corrupt(path, f"format is not {FILE_FORMAT!r}")
         version = document.get("version")
         if version != FILE_VERSION:
-            raise VaultError(f"The file vault {path} has version {version!r}; this keyside reads version "
+            raise VaultError(f"The file vault {path} has version {version!r}, but this keyside reads version "
                              f"{FILE_VERSION}.", reason=VAULT_CORRUPT,
                              fix="Open it with the keyside version that wrote it, or restore a backup.")
         if document.get("cipher") != CIPHER:
             raise _corrupt(path, f"cipher is not {CIPHER}")
+
         kdf = document.get("kdf")
         if not isinstance(kdf, dict) or kdf.get("name") != KDF_NAME or set(kdf) != KDF_FIELDS:
             raise _corrupt(path, f"kdf is not {KDF_NAME} with fields {', '.join(sorted(KDF_FIELDS))}")
@@ -135,6 +137,7 @@ class _Header:
         if r != SCRYPT_R or not (isinstance(p, int) and 1 <= p <= MAX_SCRYPT_P):
             raise _corrupt(path, f"scrypt r must be {SCRYPT_R} and p from 1 to {MAX_SCRYPT_P}")
         self.n, self.r, self.p = n, r, p
+
         self.salt = _b64decode(kdf.get("salt"), "kdf.salt", path)
         self.key_check = _b64decode(document.get("key_check"), "key_check", path)
         self.nonce = _b64decode(document.get("nonce"), "nonce", path)
@@ -155,7 +158,7 @@ def _header_fields(n: int, r: int, p: int, salt: bytes, key_check: bytes) -> dic
 
 
 def read_header(path: Path) -> dict[str, Any]:
-    """Check the header of the vault file at `path` without a passphrase; return its cost parameters.
+    """Check the header of the vault file at `path` without a passphrase and return its cost parameters.
 
     Raises VaultError(vault_corrupt) for a file that is not a version 1 keyside vault, and
     OSError when the file cannot be read.
@@ -178,7 +181,7 @@ class FileStore:
     kind = "file"
 
     def __init__(self, path: Path, passphrase: str | None, *, scrypt_n: int = SCRYPT_N):
-        """Bind to `path`; `scrypt_n` is the cost for a file created here (tests pass MIN_SCRYPT_N)."""
+        """Bind to `path`. `scrypt_n` is the cost for a file created here (tests pass MIN_SCRYPT_N)."""
         if not passphrase:
             raise VaultError("The file vault needs a passphrase and none was given.", reason=PASSPHRASE_REQUIRED,
                              fix="Pass it with --passphrase-fd N, set KEYSIDE_VAULT_PASSPHRASE, or run in a "
@@ -232,7 +235,7 @@ class FileStore:
         if len(data) > MAX_FILE_BYTES:
             raise _corrupt(self.path, f"it is larger than {MAX_FILE_BYTES} bytes")
         if sys.platform != "win32" and stat.S_IMODE(info.st_mode) & 0o077:
-            log.warning("file vault readable by others path=%s mode=%o; it is rewritten as 0600 on the next change",
+            log.warning("file vault readable by others path=%s mode=%o, rewritten as 0600 on the next change",
                         self.path, stat.S_IMODE(info.st_mode))
         try:
             document = json.loads(data.decode("utf-8"))

@@ -5,9 +5,9 @@ object of name to value, so unlocking the app's secrets takes one OS prompt per 
 older layout kept one entry per secret (username = secret name); the first load moves those
 values into the one entry and then deletes them.
 
-Backends that do not protect secrets at rest are rejected before any read or write: the null
-backend discards them, plaintext backends (keyrings.alt) write them to disk unencrypted, and
-a chainer that includes one of those could store a secret there.
+Backends that do not protect secrets at rest are rejected before any read or write. The null
+backend discards secrets, and plaintext backends (keyrings.alt) write them to disk unencrypted.
+A chainer that includes one of those could store a secret there, so it is rejected too.
 """
 
 from __future__ import annotations
@@ -54,6 +54,12 @@ PLAINTEXT_BACKENDS = frozenset({
 })
 # keyrings.alt marks its unencrypted file backends with this `scheme` attribute.
 PLAINTEXT_SCHEME = "no encryption"
+# Backends that cap one entry's size, with the encoding the cap is measured in. Windows
+# Credential Manager stores at most CRED_MAX_CREDENTIAL_BLOB_SIZE = 5 * 512 bytes (wincred.h),
+# and keyring 25 writes the password as UTF-16. A larger write fails with an opaque Win32 error.
+ENTRY_SIZE_LIMITS: dict[str, tuple[int, str]] = {
+    "keyring.backends.Windows.WinVaultKeyring": (5 * 512, "utf-16-le"),
+}
 
 if sys.platform.startswith("linux"):
     UNAVAILABLE_FIX = ("Run a Secret Service in your session: GNOME Keyring or KWallet in a desktop; without a "
@@ -130,9 +136,9 @@ class KeyringStore:
 
     def __init__(self, service: str, names: list[str], *, backend: KeyringBackend | None = None,
                  lock_path: Path | None = None):
-        """Bind to `service`; `names` are the declared secrets whose old per-name entries are migrated.
+        """Bind to `service`. `names` are the declared secrets whose old per-name entries are migrated.
 
-        `lock_path` is a lock file that serializes writers in other processes; without it only
+        `lock_path` is a lock file that serializes writers in other processes. Without it, only
         writers in this process are serialized.
         """
         self.service = service
@@ -162,7 +168,7 @@ class KeyringStore:
             try:
                 lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             except OSError as error:
-                log.warning("vault lock file unavailable path=%s error=%r; only writers in this process "
+                log.warning("vault lock file unavailable path=%s error=%r, so only writers in this process "
                             "are serialized", lock_path, error.strerror)
                 lock_path = None
         with exclusive_lock(lock_path, f"keyring:{self.service}"):
@@ -184,8 +190,22 @@ class KeyringStore:
             self._delete_entry(ENTRY_USERNAME)
             return
         payload = encode_entries(entries)
+        self._check_entry_size(payload)
         self._call("write", self._backend.set_password, self.service, ENTRY_USERNAME, payload,
                    sensitive=[payload, *entries.values()])
+
+    def _check_entry_size(self, payload: str) -> None:
+        cls = type(self._backend)
+        limit = ENTRY_SIZE_LIMITS.get(f"{cls.__module__}.{cls.__qualname__}")
+        if limit is None:
+            return
+        max_bytes, encoding = limit
+        size = len(payload.encode(encoding))
+        if size > max_bytes:
+            raise VaultError(f"The app's secrets need {size} bytes in one entry, but {backend_label(self._backend)} "
+                             f"stores at most {max_bytes}.", reason=VAULT_WRITE_FAILED,
+                             fix="Keep this app's secrets in an encrypted file with --vault file. "
+                                 "The stored secrets are unchanged.")
 
     def _delete_entry(self, username: str) -> bool:
         try:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from keyside.vault.errors import VAULT_WRITE_FAILED, VaultError
 
-# A writer holds the lock for one read, one encryption and one write; scrypt on a slow machine
-# takes about a second, so ten seconds of waiting means a stuck process, not a busy one.
+# A writer keeps the lock for one read, one encryption and one write. scrypt takes about a
+# second on a slow machine, so ten seconds of waiting means a stuck process, not a busy one.
 LOCK_TIMEOUT_S = 10.0
 LOCK_POLL_INTERVAL_S = 0.02
 

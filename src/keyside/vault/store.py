@@ -1,6 +1,6 @@
 """The storage interface behind a Vault, the JSON encoding of its entries, and the memory store.
 
-A store holds all of one app's secrets as one mapping of name to value. `update` is the only way
+A store contains all of one app's secrets as one mapping of name to value. `update` is the only way
 to change it: the store takes its lock, re-reads the persisted mapping, applies the change and
 writes the result, so two writers that change different names never lose each other's update.
 """
@@ -42,7 +42,7 @@ def encode_entries(entries: Entries) -> str:
 
 
 def decode_entries(text: str, *, source: str, fix: str) -> Entries:
-    """Parse a stored JSON object of name to value; raise VaultError(vault_corrupt) otherwise.
+    """Parse a stored JSON object of name to value, or raise VaultError(vault_corrupt).
 
     `source` names the entry or file in the error message. The message never quotes the text,
     because the text contains secret values.
