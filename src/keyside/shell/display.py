@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import ctypes.util
 import importlib
+import importlib.metadata
 import importlib.util
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 # Shared libraries the Qt xcb platform plugin and Qt WebEngine load on Linux, with the Debian
 # package that provides each. Qt 6.5 and later refuse to start the xcb plugin without xcb-cursor.
@@ -28,6 +31,8 @@ QT_XCB_LIBRARIES = {
     "GL": "libgl1",
     "nss3": "libnss3",
 }
+# Where a local X server (DISPLAY=:N) has its socket on Linux and BSD.
+X11_SOCKET_DIR = "/tmp/.X11-unix"  # noqa: S108 - the fixed X11 convention, not a temporary file
 # Browsers `keyside run --browser` can open when no $BROWSER is set, in order of preference.
 SYSTEM_BROWSERS = ("xdg-open", "sensible-browser", "x-www-browser", "chromium", "google-chrome", "firefox")
 # Qt bindings pywebview's Qt backend can use (through qtpy), in its order of preference.
@@ -46,13 +51,30 @@ class Finding:
 
 
 def display_finding(environ: dict[str, str] | None = None, platform: str = sys.platform) -> Finding:
-    """Return whether a graphical display is reachable (on Linux: $DISPLAY or $WAYLAND_DISPLAY)."""
+    """Return whether a graphical display is reachable (on Linux: $WAYLAND_DISPLAY or $DISPLAY).
+
+    A local display must have its socket, because Qt aborts the whole process when it cannot
+    connect to the display it was given.
+    """
     environ = dict(os.environ) if environ is None else environ
     if platform in ("darwin", "win32"):
         return Finding(True, "display_ok", f"{platform} desktop session")
-    for name in ("WAYLAND_DISPLAY", "DISPLAY"):
-        if environ.get(name):
-            return Finding(True, "display_ok", f"{name}={environ[name]}")
+
+    wayland = environ.get("WAYLAND_DISPLAY")
+    if wayland:
+        socket_path = Path(wayland) if wayland.startswith("/") else Path(environ.get("XDG_RUNTIME_DIR", "/")) / wayland
+        if socket_path.exists():
+            return Finding(True, "display_ok", f"WAYLAND_DISPLAY={wayland}")
+    display = environ.get("DISPLAY")
+    if display:
+        local = re.fullmatch(r"(?:unix)?:(\d+)(?:\.\d+)?", display)
+        if local is None or Path(X11_SOCKET_DIR, f"X{local.group(1)}").exists():
+            return Finding(True, "display_ok", f"DISPLAY={display}")
+        return Finding(False, "display_unreachable", f"DISPLAY={display} has no X server socket in {X11_SOCKET_DIR}",
+                       "Start the X server or correct DISPLAY, or use `keyside run --browser`.")
+    if wayland:
+        return Finding(False, "display_unreachable", f"WAYLAND_DISPLAY={wayland} has no socket",
+                       "Start the compositor or correct WAYLAND_DISPLAY, or use `keyside run --browser`.")
     return Finding(False, "no_display", "neither DISPLAY nor WAYLAND_DISPLAY is set",
                    "Run keyside inside a desktop session, or use `keyside run --browser`.")
 
@@ -67,7 +89,10 @@ def pywebview_finding() -> Finding:
     except Exception as error:  # noqa: BLE001 - any import failure means no native windows
         return Finding(False, "pywebview_broken", f"pywebview failed to import: {type(error).__name__}: {error}",
                        "pip install --force-reinstall 'keyside[desktop]'")
-    version = getattr(module, "__version__", None) or "unknown version"
+    try:
+        version = importlib.metadata.version("pywebview")
+    except importlib.metadata.PackageNotFoundError:
+        version = getattr(module, "__version__", "(version unknown)")
     return Finding(True, "pywebview_ok", f"pywebview {version}")
 
 

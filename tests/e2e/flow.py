@@ -1,0 +1,263 @@
+"""The user flow and the "key is nowhere" proofs, shared by the browser and desktop end-to-end tests.
+
+`UiPage` hides whether a page is driven by Playwright (browser mode, headless Chromium) or by
+DevTools on a Qt WebEngine window (desktop mode). The flow uses only what the monitor pages
+show a user: the settings cards (`article[data-secret=NAME]`, their field, buttons and status
+message) and the dashboard panels (`#panel-*` with `data-state`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+from e2e.cdp import CdpPage
+
+# Waits in the flow: a loopback round trip takes milliseconds, and the dashboard retries a panel
+# whose key is missing every 5 s. This bounds a stuck page, it measures nothing.
+WAIT_S = 30.0
+POLL_S = 0.1
+
+# Collects every string reachable from `window` (outside DOM nodes) that contains a needle,
+# with the property path that leads to it.
+FIND_IN_GLOBALS = """(needles) => {
+  const found = [];
+  const seen = new WeakSet();
+  const queue = [[window, "window"]];
+  let visited = 0;
+  while (queue.length && visited < 60000) {
+    const [value, path] = queue.shift();
+    visited += 1;
+    if (typeof value === "string") {
+      for (const needle of needles) {
+        if (value.includes(needle)) found.push(path);
+      }
+      continue;
+    }
+    if (value === null || (typeof value !== "object" && typeof value !== "function")) continue;
+    if (seen.has(value) || value instanceof Node) continue;
+    seen.add(value);
+    let names = [];
+    try { names = Object.getOwnPropertyNames(value); } catch (error) { continue; }
+    for (const name of names) {
+      let child;
+      try { child = value[name]; } catch (error) { continue; }
+      queue.push([child, path + "." + name]);
+    }
+  }
+  return { found, visited };
+}"""
+
+# Everything a page can keep: Web Storage, IndexedDB contents and script-visible cookies.
+DUMP_STORAGE = """async () => {
+  const parts = [];
+  for (const store of [localStorage, sessionStorage]) {
+    for (let i = 0; i < store.length; i += 1) {
+      const key = store.key(i);
+      parts.push(key, store.getItem(key));
+    }
+  }
+  const databases = indexedDB.databases ? await indexedDB.databases() : [];
+  for (const info of databases) {
+    const db = await new Promise((resolve, reject) => {
+      const request = indexedDB.open(info.name);
+      request.onsuccess = () => resolve(request.result);
+      request.onerror = () => reject(request.error);
+    });
+    for (const name of db.objectStoreNames) {
+      const rows = await new Promise((resolve) => {
+        const request = db.transaction(name).objectStore(name).getAll();
+        request.onsuccess = () => resolve(request.result);
+        request.onerror = () => resolve([]);
+      });
+      parts.push(info.name, name, JSON.stringify(rows));
+    }
+    db.close();
+  }
+  parts.push(document.cookie);
+  return { text: parts.join("\\n"), localItems: localStorage.length, sessionItems: sessionStorage.length,
+           databases: databases.map((d) => d.name) };
+}"""
+
+# The whole DOM as markup, plus what markup does not show: form field values.
+DUMP_DOM = """() => {
+  const values = [...document.querySelectorAll("input, textarea, select")].map((field) => field.value);
+  return document.documentElement.outerHTML + "\\n" + values.join("\\n") + "\\n" + document.title;
+}"""
+
+# The sidecar session, read the way the bridge reads it; tests need it to search for the token.
+READ_SESSION = """() => import("/keyside/transport.js").then((t) => t.send("local_api", {}))"""
+
+
+class UiPage(Protocol):
+    async def evaluate(self, function: str, arg: Any = None) -> Any: ...
+
+    async def click(self, selector: str) -> None: ...
+
+    async def click_button(self, container: str, text: str) -> None: ...
+
+    async def type_into(self, selector: str, text: str) -> None: ...
+
+    async def screenshot(self, path: Path) -> None: ...
+
+
+class PlaywrightUiPage:
+    """A Playwright page (async API)."""
+
+    def __init__(self, page: Any):
+        self.page = page
+
+    async def evaluate(self, function: str, arg: Any = None) -> Any:
+        return await self.page.evaluate(function, arg)
+
+    async def click(self, selector: str) -> None:
+        await self.page.locator(selector).click()
+
+    async def click_button(self, container: str, text: str) -> None:
+        await self.page.locator(container).get_by_role("button", name=text, exact=True).click()
+
+    async def type_into(self, selector: str, text: str) -> None:
+        await self.page.locator(selector).fill(text)
+
+    async def screenshot(self, path: Path) -> None:
+        await self.page.screenshot(path=str(path), full_page=True)
+
+
+class CdpUiPage:
+    """A Qt WebEngine page driven over DevTools; clicks and typing go through the real DOM events."""
+
+    def __init__(self, page: CdpPage):
+        self.page = page
+
+    async def evaluate(self, function: str, arg: Any = None) -> Any:
+        return await self.page.evaluate(f"({function})({json.dumps(arg)})")
+
+    async def click(self, selector: str) -> None:
+        clicked = await self.evaluate(
+            "(s) => { const node = document.querySelector(s); node?.click(); return !!node; }", selector)
+        if not clicked:
+            raise AssertionError(f"nothing to click at {selector}")
+
+    async def click_button(self, container: str, text: str) -> None:
+        clicked = await self.evaluate("""([container, text]) => {
+          const root = document.querySelector(container);
+          const button = root && [...root.querySelectorAll("button")].find((b) => b.textContent.trim() === text);
+          if (!button || button.disabled) return false;
+          button.click();
+          return true;
+        }""", [container, text])
+        if not clicked:
+            raise AssertionError(f"no enabled button {text!r} in {container}")
+
+    async def type_into(self, selector: str, text: str) -> None:
+        focused = await self.evaluate("""(selector) => {
+          const field = document.querySelector(selector);
+          if (!field) return false;
+          field.focus();
+          field.select();
+          return document.activeElement === field;
+        }""", selector)
+        if not focused:
+            raise AssertionError(f"cannot focus {selector}")
+        await self.page.insert_text(text)
+
+    async def screenshot(self, path: Path) -> None:
+        path.write_bytes(await self.page.screenshot())
+
+
+async def wait_until(page: UiPage, function: str, arg: Any = None, *, timeout_s: float = WAIT_S,
+                     what: str = "condition") -> Any:
+    """Evaluate `function(arg)` in the page until it returns a truthy value; return that value."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    last: Any = None
+    while True:
+        last = await page.evaluate(function, arg)
+        if last:
+            return last
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; last value {last!r}")
+        await asyncio.sleep(POLL_S)
+
+
+# -- settings window ----------------------------------------------------------------------
+
+def card(name: str) -> str:
+    return f'article.secret-card[data-secret="{name}"]'
+
+
+async def wait_for_card(page: UiPage, name: str) -> None:
+    await wait_until(page, "(s) => !!document.querySelector(s)", card(name), what=f"the {name} card")
+
+
+async def card_message(page: UiPage, name: str) -> dict[str, str]:
+    return await page.evaluate("""(name) => {
+      const node = document.getElementById(`secret-${name}-message`);
+      return { text: node ? node.textContent : "", kind: node ? (node.dataset.kind || "") : "" };
+    }""", name)
+
+
+async def run_card_action(page: UiPage, name: str, button: str, expect: str) -> dict[str, str]:
+    """Press `button` on the card of secret `name` and wait until its message contains `expect`."""
+    before = (await card_message(page, name))["text"]
+    await page.click_button(card(name), button)
+    return await wait_until(page, """([name, before, expect]) => {
+      const node = document.getElementById(`secret-${name}-message`);
+      const busy = node && node.closest("article").getAttribute("aria-busy") === "true";
+      if (!node || busy || node.textContent === before || !node.textContent.includes(expect)) return null;
+      return { text: node.textContent, kind: node.dataset.kind || "" };
+    }""", [name, before, expect], what=f"{button} on {name} to report {expect!r}")
+
+
+async def field_value(page: UiPage, name: str) -> str:
+    return await page.evaluate("(name) => document.getElementById(`secret-${name}-value`).value", name)
+
+
+async def enter_key(page: UiPage, name: str, value: str) -> None:
+    await page.type_into(f"#secret-{name}-value", value)
+
+
+async def is_configured(page: UiPage, name: str) -> bool:
+    return await page.evaluate("(s) => document.querySelector(s)?.dataset.configured === 'true'", card(name))
+
+
+# -- dashboard ----------------------------------------------------------------------------
+
+async def panel_state(page: UiPage, panel: str) -> str:
+    return await page.evaluate("(id) => document.getElementById(id)?.dataset.state || ''", panel)
+
+
+async def wait_for_panel(page: UiPage, panel: str, state: str, text: str | None = None) -> str:
+    """Wait until panel `panel` is in `state` (and shows `text`); return the panel's text."""
+    return await wait_until(page, """([id, state, text]) => {
+      const node = document.getElementById(id);
+      if (!node || node.dataset.state !== state) return null;
+      const shown = node.textContent;
+      return text === null || shown.includes(text) ? shown : null;
+    }""", [panel, state, text], what=f"{panel} in state {state!r}" + (f" showing {text!r}" if text else ""))
+
+
+async def brief_text(page: UiPage) -> str:
+    return await page.evaluate("() => document.querySelector('#panel-brief [data-role=body]')?.textContent || ''")
+
+
+# -- proofs -------------------------------------------------------------------------------
+
+async def find_in_page(page: UiPage, needles: list[str]) -> dict[str, Any]:
+    """Return where any of `needles` shows up in the page: DOM, JS globals, storage."""
+    dom = await page.evaluate(DUMP_DOM)
+    globals_found = await page.evaluate(FIND_IN_GLOBALS, needles)
+    storage = await page.evaluate(DUMP_STORAGE)
+    return {
+        "dom": [needle for needle in needles if needle in dom],
+        "globals": globals_found["found"],
+        "globals_visited": globals_found["visited"],
+        "storage": [needle for needle in needles if needle in storage["text"]],
+        "storage_summary": {k: storage[k] for k in ("localItems", "sessionItems", "databases")},
+    }
+
+
+def texts_containing(texts: dict[str, str], needles: list[str]) -> list[str]:
+    """Return the names of the texts that contain any needle."""
+    return sorted(name for name, text in texts.items() if any(needle in text for needle in needles))

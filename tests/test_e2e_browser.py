@@ -1,0 +1,295 @@
+"""End to end in browser mode: `keyside run --browser` driven through headless Chromium.
+
+The app is tests/e2e/app (the monitor's pages, services pointed at tests/e2e/providers.py).
+A user starts with an empty vault, opens settings from the dashboard, pastes each key,
+validates and saves it, and the dashboard fills with the fakes' data while the AI brief
+streams. Then the tests look for the keys (and the sidecar token) everywhere a page or a log
+could keep them, and check that a page on a foreign origin cannot call any command.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from conftest import need
+from e2e.flow import (
+    READ_SESSION,
+    PlaywrightUiPage,
+    brief_text,
+    enter_key,
+    field_value,
+    find_in_page,
+    is_configured,
+    run_card_action,
+    texts_containing,
+    wait_for_card,
+    wait_for_panel,
+    wait_until,
+)
+from e2e.providers import BRIEF_TOKENS, QUOTE, FakeProviders
+from e2e.session import KeysideRun
+
+pytestmark = [pytest.mark.browser, pytest.mark.netns]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
+]
+ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
+WRONG_KEY = "wrong-finnhub-key-000000"
+ATTACKER_KEY = "attacker-key-0000000000"
+
+
+@pytest.fixture
+async def providers() -> AsyncIterator[FakeProviders]:
+    fakes = await FakeProviders().start()
+    try:
+        yield fakes
+    finally:
+        await fakes.close()
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Any]:
+    need(Path(CHROMIUM).exists(), f"Debian chromium at {CHROMIUM} (apt-get install chromium)")
+    need(importlib.util.find_spec("playwright") is not None, "Playwright for Python (pip install playwright)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+class Observed:
+    """Every response and console message the pages of one browser context saw."""
+
+    def __init__(self, context: Any):
+        self.responses: list[Any] = []
+        self.console: list[str] = []
+        context.on("response", lambda response: self.responses.append(response))
+        context.on("console", lambda message: self.console.append(message.text))
+
+    async def response_texts(self) -> dict[str, str]:
+        """Return {"<n> <url>": headers and body} for every response (bodies read after the fact)."""
+        texts = {}
+        for number, response in enumerate(self.responses):
+            try:
+                body = (await response.body()).decode("utf-8", "replace")
+            except Exception:  # noqa: BLE001 - redirects and aborted requests have no body to read
+                body = ""
+            headers = json.dumps(await response.all_headers())
+            texts[f"{number} {response.url}"] = headers + "\n" + body
+        return texts
+
+
+async def save_key(settings: PlaywrightUiPage, name: str, value: str) -> None:
+    """Paste `value` for `name`, validate it, save it; check the page's reports at each step."""
+    await enter_key(settings, name, value)
+    validated = await run_card_action(settings, name, "Validate", "Valid")
+    assert validated["kind"] == "ok", validated
+    saved = await run_card_action(settings, name, "Save", "Saved")
+    assert saved["kind"] == "ok", saved
+    assert await field_value(settings, name) == ""
+    assert await is_configured(settings, name)
+
+
+async def test_browser_flow_keys_stay_out(tmp_path: Path, providers: FakeProviders, chromium: Any) -> None:
+    run = await KeysideRun(tmp_path, "--browser").start()
+    context = await chromium.new_context()
+    observed = Observed(context)
+    keys = providers.keys
+    try:
+        # An empty vault: the dashboard opens and says each keyed panel has no key.
+        main_url = await run.next_url()
+        main_page = await context.new_page()
+        await main_page.goto(main_url)
+        main = PlaywrightUiPage(main_page)
+        await wait_for_panel(main, "panel-quotes", "missing")
+        await wait_for_panel(main, "panel-headlines", "data", "First headline")
+
+        # Settings opens through the dashboard: keyside hands the browser a new one-time link.
+        await main.click("[data-role=open-settings]")
+        settings_url = await run.next_url()
+        assert urlsplit(settings_url).port != urlsplit(main_url).port
+        settings_page = await context.new_page()
+        await settings_page.goto(settings_url)
+        settings = PlaywrightUiPage(settings_page)
+        for name in keys:
+            await wait_for_card(settings, name)
+
+        # A wrong key is reported invalid by the fake upstream and never saved.
+        await enter_key(settings, "FINNHUB_API_KEY", WRONG_KEY)
+        rejected = await run_card_action(settings, "FINNHUB_API_KEY", "Validate", "Invalid")
+        assert rejected["kind"] == "error"
+        assert not await is_configured(settings, "FINNHUB_API_KEY")
+
+        await save_key(settings, "FINNHUB_API_KEY", keys["FINNHUB_API_KEY"])
+        await save_key(settings, "FRED_API_KEY", keys["FRED_API_KEY"])
+        providers.hold_stream = True
+        await save_key(settings, "GROQ_API_KEY", keys["GROQ_API_KEY"])
+        recheck = await run_card_action(settings, "GROQ_API_KEY", "Validate", "Saved key")
+        assert "Valid" in recheck["text"]
+
+        # The dashboard shows the fakes' data with the saved keys.
+        await main.click("[data-role=refresh-all]")
+        await wait_for_panel(main, "panel-quotes", "data", f"{QUOTE['c']:.2f}")
+        await wait_for_panel(main, "panel-series", "data")
+        await wait_for_panel(main, "panel-headlines", "data", "Atom headline")
+
+        # The brief streams: each word shows while the fake still holds back the next one.
+        words = [token.strip(" -.") for token in BRIEF_TOKENS]
+        for index, word in enumerate(words):
+            shown = await wait_until(main, "(w) => { const t = document.querySelector('#panel-brief "
+                                     "[data-role=body]')?.textContent || ''; return t.includes(w) ? t : null; }",
+                                     word, what=f"brief word {word!r}")
+            for later in words[index + 1:]:
+                assert later not in shown
+            providers.release_token()
+        await wait_for_panel(main, "panel-brief", "data")
+        assert "Loopback markets were calm today" in await brief_text(main)
+
+        # Each key went to its own upstream, put there by the sidecar.
+        assert providers.received_key("finnhub", keys["FINNHUB_API_KEY"])
+        assert providers.received_key("fred", keys["FRED_API_KEY"])
+        assert providers.received_key("groq", keys["GROQ_API_KEY"])
+        assert not providers.received_key("fred", keys["FINNHUB_API_KEY"])
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        await main.screenshot(ARTIFACTS / "browser-dashboard.png")
+        await settings.screenshot(ARTIFACTS / "browser-settings.png")
+
+        # The proofs. The token is read the way the bridge reads it, only to search for it.
+        session = await main.evaluate(READ_SESSION)
+        token = session["result"]["token"]
+        secrets_only = [*keys.values(), WRONG_KEY]
+        needles = [*secrets_only, token]
+        for label, page in (("main", main), ("settings", settings)):
+            found = await find_in_page(page, needles)
+            assert found["dom"] == [], label
+            assert found["globals"] == [], label
+            assert found["globals_visited"] > 1000, label
+            assert found["storage"] == [], label
+
+        cookies = await context.cookies()
+        assert cookies, "the session cookies are missing"
+        assert [c["name"] for c in cookies if any(n in c["value"] for n in needles)] == []
+        assert all(c["httpOnly"] and c["sameSite"] == "Strict" for c in cookies)
+
+        responses = await observed.response_texts()
+        assert len(responses) > 20
+        assert texts_containing(responses, secrets_only) == []
+        token_carriers = texts_containing(responses, [token])
+        assert token_carriers, "the local_api reply was not observed"
+        assert all(urlsplit(name.split(" ", 1)[1]).path == "/keyside/ipc" for name in token_carriers)
+
+        assert [m for m in observed.console if any(n in m for n in needles)] == []
+    finally:
+        await context.close()
+        status = await run.stop()
+
+    logs = run.log_texts()
+    assert any(path.endswith("audit.log") for path in logs)
+    assert texts_containing(logs, needles) == []
+    assert texts_containing({"stdout": run.stdout, "stderr": run.stderr}, needles) == []
+    assert status == 0
+
+
+ATTACK_PAGE = Path(__file__).parent / "data" / "shell_foreign_attack.html"
+
+
+@pytest.fixture
+async def foreign_site() -> AsyncIterator[str]:
+    """A page of another origin on loopback, standing in for any site the tab navigates to."""
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text=ATTACK_PAGE.read_text(), content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/attack.html", page)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_foreign_origin_cannot_call(tmp_path: Path, providers: FakeProviders, chromium: Any,
+                                          foreign_site: str) -> None:
+    run = await KeysideRun(tmp_path, "--browser").start()
+    context = await chromium.new_context()
+    try:
+        main_url = await run.next_url()
+        page = await context.new_page()
+        await page.goto(main_url)
+        main = PlaywrightUiPage(page)
+        await wait_for_panel(main, "panel-quotes", "missing")
+        app_origin = f"http://127.0.0.1:{urlsplit(main_url).port}"
+
+        # The tab leaves the app for another origin; that page tries every way in.
+        await page.goto(f"{foreign_site}/attack.html")
+        results = await page.evaluate("([app, key]) => window.attack(app, key)", [app_origin, ATTACKER_KEY])
+
+        # Nothing could be read: requests needing a preflight fail in the browser, and the simple
+        # ones either come back opaque or fail on the Cross-Origin-Resource-Policy header.
+        assert results["cors-ipc"].startswith("blocked")
+        assert results["cors-local-api"].startswith("blocked")
+        assert results["read-page"].startswith("blocked")
+        assert results["import-bridge"].startswith("blocked")
+        assert results["simple-text"] in ("opaque opaque", "blocked: TypeError")
+        assert results["simple-form"] in ("opaque opaque", "blocked: TypeError")
+        # The simple requests reached keyside, which rejected them on their Origin header.
+        rejected = "ipc call rejected reason=origin_not_allowed window=main"
+        await run.wait_for_output(rf"(?s){rejected}.*{rejected}")
+
+        # Another name for the same listener (a rebinding attack's view) gets no page at all.
+        renamed = await page.goto(main_url.replace("127.0.0.1", "localhost").split("/keyside/")[0] + "/index.html")
+        assert renamed.status == 421
+
+        # Back in the app, nothing changed: the key is still missing and no call was audited.
+        await page.goto(f"{app_origin}/index.html")
+        await wait_for_panel(main, "panel-quotes", "missing")
+    finally:
+        await context.close()
+        status = await run.stop()
+
+    assert not providers.received_key("finnhub", ATTACKER_KEY)
+    audit = "".join(text for path, text in run.log_texts().items() if path.endswith("audit.log"))
+    assert "set_secret" not in audit
+    assert status == 0
+
+
+async def test_link_printed_without_browser(tmp_path: Path, providers: FakeProviders) -> None:
+    run = await KeysideRun(tmp_path, "--browser", record_urls=False).start()
+    try:
+        url = await run.wait_for_output(r"http://127\.0\.0\.1:\d+/keyside/start\?code=[\w-]+", stream="stdout")
+        code = url.rsplit("=", 1)[1]
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+            async with client.get(url, allow_redirects=False) as first:
+                assert first.status == 303
+            async with client.get(url, allow_redirects=False) as again:
+                assert again.status == 303  # the code is used up, but this client has the session now
+            async with aiohttp.ClientSession() as stranger, stranger.get(url, allow_redirects=False) as other:
+                assert other.status == 403
+    finally:
+        status = await run.stop()
+
+    assert code not in run.stderr
+    assert texts_containing(run.log_texts(), [code]) == []
+    assert not run.recorded_urls()
+    assert status == 0
