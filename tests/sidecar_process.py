@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import threading
@@ -65,6 +67,38 @@ def service(name: str, upstream: str, *, secret: str | None = None, inject: Inje
     spec = ServiceSpec(name, upstream, secret, inject, tuple(methods), tuple(paths), allow_private_network,
                        validate, client_key_header)
     return spec.to_dict()
+
+
+def raw_http(port: int, request: bytes, timeout_s: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    """Send exact request bytes to 127.0.0.1:`port`; return (status, headers, body) of the reply.
+
+    For requests an HTTP client will not send: missing or doubled Host, bare CR, NUL, raw paths.
+    Headers are lower-cased; a status of 0 means the server closed without an HTTP reply.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as connection:
+        connection.sendall(request)
+        received = bytearray()
+        while True:
+            try:
+                chunk = connection.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not chunk:
+                break
+            received.extend(chunk)
+            head_end = received.find(b"\r\n\r\n")
+            if head_end != -1:
+                length = re.search(rb"(?im)^content-length:\s*(\d+)", bytes(received[:head_end]))
+                if length and len(received) >= head_end + 4 + int(length.group(1)):
+                    break
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    match = re.match(r"HTTP/1\.[01] (\d{3})", lines[0]) if lines else None
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return (int(match.group(1)) if match else 0), headers, body
 
 
 class SidecarStartError(RuntimeError):

@@ -18,10 +18,13 @@ Routes (KEY is the server's `key`; a wrong or missing key gives 401 and never ec
     GET  /sse?events=N&interval_ms=M       a text/event-stream of N events, M ms apart
     GET  /leak?split=N                     the key back in a header and in a body split at byte N
     GET  /leak-sse                         the key inside SSE events, split across writes
-    GET  /redirect?to=URL&status=302       a redirect to URL (absolute or a path on this server)
+    GET  /redirect?to=URL&status=302       a redirect to URL (absolute or a path on this server);
+                                           keep_query=1 copies the request query into `copied`
     GET  /stall                            headers and one chunk, then nothing (until the client leaves)
     GET  /stall-headers                    no response at all (until the client leaves)
     GET  /status/<code>                    an empty JSON object with that status
+    GET  /hostile-headers                  headers that would act on the caller's origin (cookies, HSTS,
+                                           CORS, a Basic prompt, Clear-Site-Data)
     GET  /json1k                           a 1 KB JSON document (benchmarks)
     GET  /gzip                             a gzip-compressed JSON document
     GET  /feed/rss, /feed/atom             an RSS 2.0 and an Atom feed
@@ -45,6 +48,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -156,6 +160,7 @@ class UpstreamServer:
         app.router.add_get("/stall", self._stall)
         app.router.add_get("/stall-headers", self._stall_headers)
         app.router.add_get("/status/{code:\\d+}", self._status)
+        app.router.add_get("/hostile-headers", self._hostile_headers)
         app.router.add_get("/json1k", self._json1k)
         app.router.add_get("/gzip", self._gzip)
         app.router.add_get("/feed/rss", self._feed_rss)
@@ -336,6 +341,10 @@ class UpstreamServer:
     async def _redirect(self, request: web.Request) -> web.Response:
         status = int(request.query.get("status", "302"))
         target = request.query.get("to", "/echo/redirected")
+        if request.query.get("keep_query") == "1":
+            # Imitates an upstream that copies the request's query, key included, into Location.
+            raw_query = request.raw_path.partition("?")[2]
+            target += ("&" if "?" in target else "?") + "copied=" + quote(raw_query, safe="")
         return web.Response(status=status, headers={"Location": target})
 
     async def _stall(self, request: web.Request) -> web.StreamResponse:
@@ -351,6 +360,14 @@ class UpstreamServer:
 
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response({}, status=int(request.match_info["code"]))
+
+    async def _hostile_headers(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True}, headers={
+            "Set-Cookie": "session=upstream; Path=/", "WWW-Authenticate": 'Basic realm="upstream"',
+            "Access-Control-Allow-Origin": "*", "Access-Control-Allow-Credentials": "true",
+            "Strict-Transport-Security": "max-age=31536000", "Clear-Site-Data": '"*"',
+            "X-Upstream-Note": "kept",
+        })
 
     async def _json1k(self, request: web.Request) -> web.Response:
         return web.Response(body=self.json_1k, content_type="application/json")
@@ -375,6 +392,14 @@ class UpstreamServer:
         return web.Response(text=body + "</channel></rss>", content_type="application/rss+xml")
 
 
+async def _cancel_other_tasks() -> None:
+    # Handlers of stalling routes may still sleep; cancel them so closing the loop is clean.
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class BackgroundUpstreams:
     """Run UpstreamServers on an event loop in a daemon thread, for synchronous tests.
 
@@ -396,6 +421,7 @@ class BackgroundUpstreams:
     def __exit__(self, *exc_info: object) -> None:
         for server in self.servers:
             asyncio.run_coroutine_threadsafe(server.close(), self._loop).result(timeout=10)
+        asyncio.run_coroutine_threadsafe(_cancel_other_tasks(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._loop.close()

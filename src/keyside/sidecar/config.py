@@ -35,7 +35,7 @@ NONCE_PATTERN = re.compile(r"^[0-9a-fA-F]{32,128}$")
 MAX_SECRET_CHARS = 8192
 MAX_SERVICES = 64
 MAX_ORIGINS = 64
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Outbound timeouts the bootstrap may override (tests use short ones), with their allowed range.
 TIMEOUT_FIELDS = ("connect_timeout_s", "read_timeout_s", "total_timeout_s")
 MAX_TIMEOUT_S = 3600.0
@@ -69,10 +69,12 @@ def _fail(key: str, problem: str) -> BootstrapError:
                           fix="start the sidecar through the keyside host, which writes a valid bootstrap")
 
 
-def check_token(value: Any, key: str = "token") -> str:
+def check_token(value: Any, reason: str = "invalid_bootstrap") -> str:
     """Return `value` when it is a well-formed token, else raise BootstrapError (never echoing it)."""
     if not isinstance(value, str) or not TOKEN_PATTERN.match(value):
-        raise _fail(key, "expected at least 43 characters from A-Z, a-z, 0-9, '_' and '-'")
+        raise BootstrapError("The token is malformed: expected 43 to 256 characters from A-Z, a-z, 0-9, "
+                             "'_' and '-'.", reason=reason,
+                             fix="generate tokens with secrets.token_hex(32), as the keyside host does")
     return value
 
 

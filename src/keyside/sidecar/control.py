@@ -125,7 +125,7 @@ class ControlDispatcher:
         return {"name": name, "deleted": deleted}
 
     def _rotate_token(self, message: dict[str, Any]) -> dict[str, Any]:
-        token = check_token(message.get("token"))
+        token = check_token(message.get("token"), reason="invalid_token")
         self.sidecar.redactor.add(token)
         try:
             self.sidecar.tokens.set_ui_token(token)
@@ -139,7 +139,7 @@ class ControlDispatcher:
         token_id = _field(message, "token_id", str)
         if not TOKEN_ID_PATTERN.match(token_id):
             raise ControlError(f"Token id {token_id[:80]!r} is invalid.", fix="use letters, digits, '.', '_', '-'")
-        token = check_token(message.get("token"))
+        token = check_token(message.get("token"), reason="invalid_token")
         self.sidecar.redactor.add(token)
         services = _field(message, "services", list)
         unknown = [name for name in services if not isinstance(name, str) or name not in self.sidecar.services]

@@ -6,13 +6,18 @@ The host starts `python -m keyside.sidecar` and writes a bootstrap message first
      "secrets": {"NAME": "value"}, "services": [<ServiceSpec.to_dict()>...],
      "origins": ["http://127.0.0.1:5173"], "preferred_port": 0,
      "allow_private": ["127.0.0.1:8080"], "nameservers": [], "log_dir": "/path" | null,
-     "log_level": "INFO"}
+     "log_level": "INFO",
+     "limits": {"connect_timeout_s": 10, "read_timeout_s": 120, "total_timeout_s": 600}}
+
+`limits` is optional; each field overrides one outbound timeout of the guard (tests use short ones).
 
 The sidecar binds 127.0.0.1, then writes exactly one line on stdout:
 
-    {"type": "ready", "port": 40123, "proof": handshake_proof(token, nonce, port)}
+    {"type": "ready", "port": 40123, "pid": 4242, "proof": handshake_proof(token, nonce, port)}
 
-or, when it cannot start, {"type": "fatal", "reason": "...", "message": "..."}.
+or, when it cannot start, {"type": "fatal", "reason": "...", "message": "..."} with reason
+`invalid_bootstrap` (or `invalid_secret_name`, `invalid_secret_value`), `bootstrap_timeout`
+(nothing within 10 s) or `bind_failed`.
 
 After that, stdin is the control channel. Every request has an integer `id` and gets one reply
 line {"type": "reply", "id": N, "ok": true, ...} or {"type": "reply", "id": N, "ok": false,
@@ -23,9 +28,14 @@ line {"type": "reply", "id": N, "ok": true, ...} or {"type": "reply", "id": N, "
     {"type": "rotate_token", "id": N, "token": "<hex>"}        # replaces the UI session token
     {"type": "add_token", "id": N, "token_id": "exec-1", "token": "<hex>", "services": ["openai"]}
     {"type": "revoke_token", "id": N, "token_id": "exec-1"}
+    {"type": "set_origins", "id": N, "origins": ["http://127.0.0.1:5173"]}  # replaces the CORS origins
     {"type": "validate", "id": N, "service": "openai", "value": "<candidate key>"}
         -> reply adds "result": "valid" | "invalid" | "unreachable", "reason", "status"
-    {"type": "ping", "id": N}
+    {"type": "ping", "id": N}                                   -> reply adds "uptime_s"
+
+Replies to set_secret and delete_secret add "name" (and "deleted": bool); add_token and
+revoke_token add "token_id" (and "revoked": bool). Validation replies can arrive out of order.
+A line that is not a JSON object with an integer `id` gets a reply with "id": null.
 
 When stdin closes, the sidecar exits. No message on stdout ever contains a secret or a token.
 """

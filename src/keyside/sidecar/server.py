@@ -8,14 +8,11 @@ of defence for a host killed while something else holds the pipe open.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import logging
 import os
 import signal
 import socket
 import sys
-import threading
 
 from aiohttp import web
 
@@ -25,6 +22,7 @@ from keyside.sidecar.app import Sidecar
 from keyside.sidecar.channel import ControlChannel, claim_stdout
 from keyside.sidecar.config import parse_bootstrap
 from keyside.sidecar.control import ControlDispatcher
+from keyside.sidecar.lifetime import exit_after_deadline
 from keyside.sidecar.logsetup import configure_early_logging, configure_logging
 from keyside.sidecar.protocol import decode_message, handshake_proof
 
@@ -32,28 +30,13 @@ logger = logging.getLogger(__name__)
 
 # The host writes the bootstrap right after spawning; a sidecar left waiting longer is orphaned.
 BOOTSTRAP_TIMEOUT_S = 10.0
-# From stdin end of file to process exit, whatever is still running.
-EXIT_DEADLINE_S = 0.9
 # In-flight requests get this long to finish during shutdown; it fits inside EXIT_DEADLINE_S.
 SHUTDOWN_GRACE_S = 0.3
 LISTEN_BACKLOG = 128
-PR_SET_PDEATHSIG = 1
 
 EXIT_OK = 0
 EXIT_BAD_BOOTSTRAP = 2
 EXIT_BIND_FAILED = 3
-
-
-def set_parent_death_signal() -> None:
-    """Ask Linux to send SIGTERM when the parent dies; a no-op elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-            logger.warning("parent-death signal not set errno=%d", ctypes.get_errno())
-    except OSError as error:
-        logger.warning("parent-death signal not set error=%s", error)
 
 
 def bind_listener(preferred_port: int) -> socket.socket:
@@ -84,14 +67,6 @@ def _bind(port: int) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-def _exit_soon() -> None:
-    # A shutdown step that hangs (a stuck upstream close, a blocked write) must not keep the
-    # process alive past the deadline.
-    timer = threading.Timer(EXIT_DEADLINE_S, os._exit, args=(EXIT_OK,))
-    timer.daemon = True
-    timer.start()
 
 
 async def run(channel: ControlChannel, redactor: Redactor) -> int:
@@ -150,7 +125,7 @@ async def run(channel: ControlChannel, redactor: Redactor) -> int:
     control_task.add_done_callback(lambda _task: stop.set())
     await stop.wait()
 
-    _exit_soon()
+    exit_after_deadline(EXIT_OK)
     logger.info("sidecar stopping port=%d", port)
     control_task.cancel()
     await runner.cleanup()
@@ -159,12 +134,18 @@ async def run(channel: ControlChannel, redactor: Redactor) -> int:
     return EXIT_OK
 
 
-def main() -> int:
-    set_parent_death_signal()
+def main(parent_death_signal_error: str | None = None) -> int:
+    """Run the sidecar process and end it with its exit code; this never returns.
+
+    The caller arms the parent-death signal first (see `__main__`) and passes the error text of
+    that call, if any, to be logged.
+    """
     os.umask(0o077)  # the log files are the only files the sidecar writes
     protocol_out = claim_stdout()
     redactor = Redactor()
     configure_early_logging(redactor)
+    if parent_death_signal_error:
+        logger.warning("parent-death signal not set, relying on stdin end of file: %s", parent_death_signal_error)
 
     async def session() -> int:
         channel = ControlChannel(asyncio.get_running_loop(), sys.stdin.buffer, protocol_out)
@@ -172,6 +153,11 @@ def main() -> int:
         return await run(channel, redactor)
 
     try:
-        return asyncio.run(session())
+        code = asyncio.run(session())
     except KeyboardInterrupt:
-        return EXIT_OK
+        code = EXIT_OK
+    logging.shutdown()
+    sys.stderr.flush()
+    # The stdin reader thread may still be blocked in a read that holds the stdin buffer's lock;
+    # a normal interpreter shutdown would then abort, so the process ends here instead.
+    os._exit(code)
