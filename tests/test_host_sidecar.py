@@ -11,9 +11,11 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import pytest
 
 from conftest import need
 from keyside.host import Host, IpcError
-from keyside.vault import Vault
+from keyside.vault import Vault, open_vault
 from test_host_support import (
     DATA,
     ECHO_KEY,
@@ -299,3 +301,49 @@ def test_logs_hold_no_secret_or_token(app, tmp_path, upstream):
         assert "debug=1" not in text, f"{path.name} contains a URL query"
         if sys.platform != "win32":
             assert path.stat().st_mode & 0o077 == 0, f"{path.name} is readable by others"
+
+
+def _secret_service_running() -> bool:
+    if os.environ.get("KEYSIDE_SECRET_SERVICE") == "1":
+        return True
+    try:
+        import secretstorage
+
+        connection = secretstorage.dbus_init()
+        try:
+            return secretstorage.check_service_availability(connection)
+        finally:
+            connection.close()
+    except Exception:  # no session bus or no secretstorage: the test is skipped
+        return False
+
+
+@pytest.mark.secret_service
+def test_system_vault_round_trip(tmp_path, upstream, monkeypatch):
+    """A key saved through the host is in the OS keyring, and the next host's sidecar injects it."""
+    need(_secret_service_running(), "no Secret Service on the session bus (run under scripts/netns-pytest)")
+    need(shutil.which("secret-tool") is not None, "secret-tool (libsecret-tools) is not installed")
+    import keyring
+    from keyring.backends import SecretService
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setattr(keyring.core, "_keyring_backend", SecretService.Keyring())
+    app = write_app(tmp_path / "app", upstream.port, app_id=f"ipc-test-{uuid.uuid4().hex[:12]}")
+    saved_key = "ek-system-vault-4242-abcd"
+    try:
+        with running_host(app, open_vault(app, "system"), tmp_path / "logs") as host:
+            host.invoke("settings", SETTINGS_URL, "set_secret", {"name": "ECHO_KEY", "value": saved_key})
+
+        entries = subprocess.run(["secret-tool", "search", "--all", "service", app.keyring_service],
+                                 capture_output=True, text=True, timeout=10)
+        assert entries.stdout.count("[/") == 1
+
+        with running_host(app, open_vault(app, "system"), tmp_path / "logs") as host:
+            listed = host.invoke("settings", SETTINGS_URL, "list_secrets", {})
+            status, _ = _fetch(host, "/echo/system-vault")
+    finally:
+        subprocess.run(["secret-tool", "clear", "service", app.keyring_service], check=False, timeout=10)
+
+    assert next(s for s in listed if s["name"] == "ECHO_KEY")["configured"] is True
+    assert status == 200
+    assert _injected_keys(upstream, "/echo/system-vault") == [saved_key]

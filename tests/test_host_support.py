@@ -39,7 +39,7 @@ OTHER_KEY = "ok-live-9876543210-OTHER-fedcba"
 
 MANIFEST_TEMPLATE = """
 [app]
-id = "ipc-test"
+id = "{app_id}"
 name = "IPC Test"
 
 [secrets.ECHO_KEY]
@@ -85,13 +85,13 @@ watchlist = ["AAPL"]
 """
 
 
-def write_app(folder: Path, upstream_port: int = 9) -> Manifest:
+def write_app(folder: Path, upstream_port: int = 9, app_id: str = "ipc-test") -> Manifest:
     """Write the test app into `folder` and load its manifest (port 9 when no upstream runs)."""
     pages = folder / "pages"
     pages.mkdir(parents=True, exist_ok=True)
     (pages / "index.html").write_text("<!doctype html><title>main</title>\n", encoding="utf-8")
     (pages / "settings.html").write_text("<!doctype html><title>settings</title>\n", encoding="utf-8")
-    (folder / "keyside.toml").write_text(MANIFEST_TEMPLATE.format(port=upstream_port), encoding="utf-8")
+    (folder / "keyside.toml").write_text(MANIFEST_TEMPLATE.format(port=upstream_port, app_id=app_id), encoding="utf-8")
     return load_manifest(folder)
 
 

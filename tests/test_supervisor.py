@@ -16,7 +16,7 @@ import pytest
 
 from keyside.host import Host, IpcError, SidecarError
 from keyside.host.supervisor import CHILD_ENV_NAMES, child_environment
-from keyside.vault import Vault
+from keyside.vault import MemoryStore, Vault, VaultError
 from test_host_support import (
     ECHO_KEY,
     FAST,
@@ -342,3 +342,35 @@ def test_vault_write_failure_changes_nothing(manifest, tmp_path, record):
     controls = [e.get("type") for e in read_records(record) if e.get("event") == "control"]
     assert "set_secret" not in controls
     assert "delete_secret" not in controls
+
+
+def test_start_timeout_fails_closed(manifest, tmp_path, record):
+    host = Host(manifest, memory_vault(manifest), log_dir=tmp_path / "logs", settings=FAST,
+                sidecar_command=fake_sidecar("slow", delay_s=3.0, record=record))
+    with pytest.raises(SidecarError) as caught:
+        host.start(timeout_s=0.5)
+    assert caught.value.reason == "sidecar_start_timeout"
+    assert host.sidecar_state["state"] == "failed"
+    assert host.sidecar_state["reason"] == "sidecar_start_timeout"
+    for entry in starts(record):
+        assert process_gone(entry["pid"])
+
+
+class LockedStore(MemoryStore):
+    """A store whose first read fails the way a locked OS keyring does."""
+
+    def load(self):
+        raise VaultError("The keyring is locked (test store).", reason="vault_locked", fix="unlock it")
+
+
+def test_vault_load_failure_starts_nothing(manifest, tmp_path, record):
+    host = Host(manifest, Vault(manifest, LockedStore()), log_dir=tmp_path / "logs",
+                sidecar_command=fake_sidecar(record=record))
+    with pytest.raises(VaultError) as caught:
+        host.start()
+    assert caught.value.reason == "vault_locked"
+    assert starts(record) == []
+    with pytest.raises(IpcError) as not_running:
+        host.invoke("main", f"{PAGE_ORIGIN}/", "runtime_info", {})
+    assert not_running.value.reason == "host_not_running"
+    host.stop()

@@ -179,7 +179,9 @@ class Host:
     def start(self, timeout_s: float = 10.0) -> None:
         """Load the vault, start the sidecar and return when it is ready; raise KeysideError on failure.
 
-        The host's asyncio loop runs in a daemon thread from here until stop().
+        `timeout_s` bounds the sidecar start (`sidecar_start_timeout`). Loading the vault is not
+        bounded, because an OS keyring may wait for the user to unlock it. The host's asyncio loop
+        runs in a daemon thread from here until stop().
         """
         with self._lifecycle:
             if self._started:
@@ -187,13 +189,23 @@ class Host:
             self._started = True
             self._log_file = HostLogFile(self.log_dir, self.redactor)
             self._audit = AuditLog(self.log_dir, self.redactor)
+        try:
+            self.vault.load()
+        except BaseException:
+            self._stopped = True
+            self._close_logs()
+            raise
+        for value in self.vault.snapshot().values():
+            self.redactor.add(value)
+
+        with self._lifecycle:
             self._loop = asyncio.new_event_loop()
             self._thread = threading.Thread(target=self._run_loop, name="keyside-host", daemon=True)
             self._thread.start()
-
-        future = asyncio.run_coroutine_threadsafe(self._start_async(), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self._start_async(timeout_s), self._loop)
         try:
-            future.result(timeout_s)
+            # The supervisor enforces timeout_s itself; this wait only guards against a hung loop.
+            future.result(timeout_s + STOP_TIMEOUT_S)
         except concurrent.futures.TimeoutError:
             self.stop()
             raise SidecarError(f"The sidecar was not ready within {timeout_s:.1f} s.", reason="sidecar_start_timeout",
@@ -218,12 +230,9 @@ class Host:
             self._loop.run_until_complete(self._loop.shutdown_asyncgens())
             self._loop.close()
 
-    async def _start_async(self) -> None:
+    async def _start_async(self, timeout_s: float) -> None:
         self._start_task = asyncio.current_task()
-        await asyncio.to_thread(self.vault.load)
-        for value in self.vault.snapshot().values():
-            self.redactor.add(value)
-        await self._supervisor.start()
+        await self._supervisor.start(timeout_s)
 
     def stop(self) -> None:
         """Stop the sidecar (SIGTERM, then SIGKILL after a grace period) and the host loop.
@@ -246,9 +255,12 @@ class Host:
                 log.error("host stop timed out timeout_s=%.1f", STOP_TIMEOUT_S)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(STOP_TIMEOUT_S)
+        log.info("host stopped app=%s", self.manifest.app_id)
+        self._close_logs()
+
+    def _close_logs(self) -> None:
         if self._audit is not None:
             self._audit.close()
-        log.info("host stopped app=%s", self.manifest.app_id)
         if self._log_file is not None:
             self._log_file.close()
 

@@ -215,17 +215,24 @@ class Supervisor:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, timeout_s: float | None = None) -> None:
         """Start the first sidecar and return when it is ready; raise SidecarError when it fails.
 
         The first start is not retried: a sidecar that cannot start now would not start on a
         retry either (a missing module, a bad bootstrap), and the caller gets the reason at once.
+        `timeout_s` bounds the whole start, including the `on_launched` hook.
         """
         if self._task is not None:
             raise RuntimeError("the supervisor was already started")
         self._set_state(SidecarState.STARTING)
         try:
-            child = await self._launch()
+            async with asyncio.timeout(timeout_s):
+                child = await self._launch()
+        except TimeoutError:
+            error = SidecarError(f"The sidecar was not ready within {timeout_s:.1f} s.",
+                                 reason="sidecar_start_timeout", fix="check the host log, or allow a longer timeout")
+            self._set_state(SidecarState.FAILED, error.reason, error.message)
+            raise error from None
         except SidecarError as error:
             self._set_state(SidecarState.FAILED, error.reason, error.message)
             raise
