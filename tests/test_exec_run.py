@@ -1,7 +1,7 @@
 """`keyside exec` end to end: the real CLI, host, sidecar and fake upstreams on 127.0.0.1.
 
 A child program calls fake OpenAI-compatible and Anthropic-style upstreams through the sidecar
-with its scoped token. The tests check that the upstream sees the real key, that the child's
+with its scoped token. The tests check that the upstream receives the real key, that the child's
 environment, argv and output never contain it, that exit codes and signals pass through, and
 that killing keyside exec leaves no sidecar behind.
 """
@@ -129,7 +129,7 @@ def python(script: str, *args: str) -> list[str]:
     return [sys.executable, str(SCRIPTS / script), *args]
 
 
-# ---- calls through the sidecar -----------------------------------------------------------------
+# ---- calls through the sidecar -------------------------------------------------------------------
 
 EXPECTED_PIECES = ["Hello", " from", " the", " loopback", " model."]
 
@@ -262,9 +262,9 @@ async def test_exec_child_sees_no_secret(exec_app: ExecApp, tmp_path: Path) -> N
     assert environ["KEYSIDE_TOKEN"] not in result.stderr
 
 
-# ---- refusals before start -----------------------------------------------------------------------
+# ---- runs rejected before start ------------------------------------------------------------------
 
-REFUSALS = [
+REJECTED_RUNS = [
     # (arguments after the app options, exit code, texts stderr must contain)
     pytest.param(["--service", "nope", "--", "true"], 1, ["Unknown service 'nope'", "anthropic, local-llm"],
                  id="unknown-service"),
@@ -279,8 +279,8 @@ REFUSALS = [
 ]
 
 
-@pytest.mark.parametrize(("args", "exit_code", "texts"), REFUSALS)
-async def test_exec_refuses(exec_app: ExecApp, args: list[str], exit_code: int, texts: list[str]) -> None:
+@pytest.mark.parametrize(("args", "exit_code", "texts"), REJECTED_RUNS)
+async def test_exec_rejects_run(exec_app: ExecApp, args: list[str], exit_code: int, texts: list[str]) -> None:
     result = await keyside_exec(exec_app.args(*args), exec_app.env())
     assert result.returncode == exit_code
     for text in texts:
@@ -388,8 +388,8 @@ async def test_exec_sigkill_leaves_no_sidecar(keyless_app: list[str]) -> None:
         await asyncio.sleep(0.05)
     sidecar_survived = is_running(sidecars[0])
 
-    # The command outlives a SIGKILLed keyside exec (its token no longer works) and holds the
-    # output pipes open, so it is ended before waiting for keyside exec.
+    # The command outlives a SIGKILLed keyside exec (its token no longer works) and keeps the
+    # output pipes open, so the test ends it before waiting for keyside exec.
     os.kill(commands[0], signal.SIGKILL)
     await asyncio.wait_for(process.wait(), STEP_TIMEOUT_S)
     assert not sidecar_survived

@@ -204,7 +204,7 @@ def run_child(command: Sequence[str], env: Mapping[str, str], relay: SignalRelay
 def _wait_posix(pid: int, terminal: int | None) -> int:
     """Wait until `pid` exits and return its wait status, following it through stops."""
     while True:
-        # A relayed signal interrupts waitpid; Python runs the handler and retries (PEP 475).
+        # A relayed signal interrupts waitpid. Python runs the handler, then retries (PEP 475).
         _, status = os.waitpid(pid, os.WUNTRACED)
         if not os.WIFSTOPPED(status):
             return status
@@ -214,7 +214,8 @@ def _wait_posix(pid: int, terminal: int | None) -> int:
 def _follow_stop(pid: int, terminal: int | None, stop_signal: int) -> None:
     """React to the child being stopped, as a shell does for a job it runs in the foreground."""
     if terminal is None:
-        # Without a terminal there is no job control: whoever stopped the child continues it.
+        # Without a terminal there is no job control. The process that stopped the child must
+        # continue it.
         return
 
     try:
@@ -228,7 +229,7 @@ def _follow_stop(pid: int, terminal: int | None, stop_signal: int) -> None:
         return
 
     # Ctrl-Z stopped the child's group. Stop keyside exec too, so the shell that started it
-    # sees a stopped job and takes the terminal back; `fg` or `bg` continues keyside exec.
+    # finds a stopped job and takes the terminal back. Its `fg` or `bg` continues keyside exec.
     logger.info("child stopped pid=%d signal=%s", pid, signal.Signals(stop_signal).name)
     _set_foreground(terminal, os.getpgrp())
     os.kill(os.getpid(), signal.SIGSTOP)

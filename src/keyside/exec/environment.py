@@ -1,4 +1,4 @@
-"""Which services a `keyside exec` child may use, and the environment it runs with.
+"""Service selection and the child's environment for `keyside exec`.
 
 The child gets a base URL and a scoped token in place of keys. A variable inherited from the
 parent whose value contains a stored secret value is removed, so a key exported into the shell
@@ -22,15 +22,16 @@ ENV_URL = "KEYSIDE_URL"
 ENV_TOKEN = "KEYSIDE_TOKEN"  # noqa: S105 - a variable name, not a credential
 # KEYSIDE_URL_<SERVICE>: the sidecar route of one service, e.g. KEYSIDE_URL_OPENAI.
 ENV_SERVICE_URL_PREFIX = "KEYSIDE_URL_"
-# keyside's own variables that are never passed on: the file vault passphrase decrypts every
-# stored key. (keyside.cli.common reads it under the same name.)
+# keyside's own variables that are never passed on. The file vault passphrase, which
+# keyside.cli.common reads under this name, decrypts every stored key.
 WITHHELD_VARIABLES = ("KEYSIDE_VAULT_PASSPHRASE",)
 # The sidecar route under which a service's upstream paths are served.
 SERVICE_ROUTE = "/api/svc/"
 
 EXIT_FAILURE = 1
 
-# Reasons for ExecError. (S105 mistakes reason names that contain "secret" for passwords.)
+# Reasons for ExecError. Ruff's S105 takes names that contain "secret" for passwords, hence the
+# noqa marks.
 UNKNOWN_SERVICE = "unknown_service"
 SECRET_NOT_CONFIGURED = "secret_not_configured"  # noqa: S105
 NO_USABLE_SERVICE = "no_usable_service"
@@ -42,7 +43,7 @@ COMMAND_NOT_EXECUTABLE = "command_not_executable"
 
 
 class ExecError(KeysideError):
-    """`keyside exec` cannot run the command; `exit_code` is what the CLI exits with."""
+    """An error that keeps `keyside exec` from running the command, with the CLI's exit code."""
 
     reason = "exec_failed"
 
@@ -64,7 +65,7 @@ def service_env_name(service: str) -> str:
     return ENV_SERVICE_URL_PREFIX + service.upper().replace("-", "_")
 
 
-def _set_command(manifest: Manifest, secret: str) -> str:
+def _secrets_set_command(manifest: Manifest, secret: str) -> str:
     bundled = bundled_app_dir(manifest.app_id)
     app = manifest.app_id if bundled is not None and bundled == manifest.path.parent else str(manifest.path.parent)
     return f"keyside secrets set {secret} --app {app}"
@@ -76,7 +77,7 @@ def select_services(manifest: Manifest, vault: SecretSource,
 
     With `requested` empty or None, every service that needs no key or whose secret is
     configured is selected. A requested service that is unknown or whose secret is missing
-    is an error naming the command that fixes it; all such problems are reported at once.
+    raises an error that names the command that fixes it. One error reports all such services.
     """
     if not requested:
         return _default_services(manifest, vault)
@@ -94,7 +95,7 @@ def select_services(manifest: Manifest, vault: SecretSource,
     missing = [spec for spec in selected if spec.secret is not None and not vault.is_configured(spec.secret)]
     if missing:
         described = ", ".join(f"{spec.name} needs {spec.secret}" for spec in missing)
-        commands = "; ".join(_set_command(manifest, spec.secret or "") for spec in missing)
+        commands = "; ".join(_secrets_set_command(manifest, spec.secret or "") for spec in missing)
         raise ExecError(
             f"Secret not configured: {described}.",
             reason=SECRET_NOT_CONFIGURED,
@@ -122,7 +123,7 @@ def _default_services(manifest: Manifest, vault: SecretSource) -> list[ServiceSp
         raise ExecError(
             f"No service of app {manifest.app_id!r} can be used: none of {', '.join(secrets)} is configured.",
             reason=NO_USABLE_SERVICE,
-            fix=f"Store a key with `{_set_command(manifest, secrets[0])}` (and the same --vault options).",
+            fix=f"Store a key with `{_secrets_set_command(manifest, secrets[0])}` (and the same --vault options).",
         )
     _check_env_names(selected)
     return selected
@@ -158,7 +159,7 @@ def check_arguments(command: Sequence[str], secret_values: Iterable[str]) -> Non
             )
 
 
-# Why an inherited variable was left out of the child's environment.
+# Reasons for leaving an inherited variable out of the child's environment.
 REMOVED_SECRET_VALUE = "its value contains a stored secret"  # noqa: S105
 REMOVED_PASSPHRASE = "it carries the file vault passphrase"  # noqa: S105
 
@@ -171,7 +172,7 @@ class ChildEnvironment:
     removed: dict[str, str]
 
     def __repr__(self) -> str:
-        # The variables contain the token; a repr in a log or traceback must not show it.
+        # The variables contain the token, which a repr in a log or traceback must not show.
         return f"ChildEnvironment(variables=<{len(self.variables)} variables>, removed={self.removed!r})"
 
 

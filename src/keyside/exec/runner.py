@@ -23,8 +23,8 @@ from keyside.manifest import Manifest
 logger = logging.getLogger(__name__)
 
 EXIT_USAGE = 2
-# A real sidecar is ready in well under a second; this covers a cold start on a slow disk and
-# the supervisor's own handshake timeout.
+# Longer than the supervisor's handshake timeout (10 s), so that a sidecar that never gets
+# ready fails with the supervisor's own error, which names the cause.
 SIDECAR_START_TIMEOUT_S = 15.0
 
 
@@ -67,17 +67,16 @@ def _default_host_factory(manifest: Manifest, vault: Any) -> ExecHost:
     from keyside.host import Host
 
     # The child reads the sidecar URL from its environment once. A sidecar restarted after a
-    # crash binds the preferred port again, so the child's URL keeps working. Another process
-    # could take the port in between; the sidecar then falls back to a new port, the child's
-    # calls fail, and the restarted sidecar still proves itself to the host before any token
-    # reaches it.
+    # crash binds the preferred port again, so the child's URL keeps working. If another
+    # process takes the port in between, the sidecar falls back to a new port and the child's
+    # calls fail. The restarted sidecar still proves itself to the host before it gets a token.
     return Host(manifest, vault, preferred_port=reserve_loopback_port())
 
 
 def run_exec(manifest: Manifest, vault: ExecVault, command: Sequence[str], *,
              services: Sequence[str] | None = None, parent_env: Mapping[str, str] | None = None,
              host_factory: HostFactory | None = None, stderr: IO[str] | None = None) -> int:
-    """Run `command` with a sidecar URL and a token scoped to `services`; return its exit code.
+    """Run `command` with a sidecar URL and a token scoped to `services`, and return its exit code.
 
     Raises ExecError (with the exit code to use) when a service or its secret is missing, an
     argument contains a stored secret, or the command cannot be started. A relayed signal that
@@ -110,7 +109,7 @@ def run_exec(manifest: Manifest, vault: ExecVault, command: Sequence[str], *,
     except Interrupted as interrupted:
         name = signal.Signals(interrupted.signum).name
         logger.info("exec interrupted before the command started signal=%s", name)
-        print(f"keyside: {name} received before the command started; nothing was run.", file=stderr)
+        print(f"keyside: {name} received before the command started, so nothing was run.", file=stderr)
         return interrupted.exit_code
 
 
@@ -127,18 +126,18 @@ def _run_with_host(host: ExecHost, relay: SignalRelay, command: Sequence[str], n
     try:
         environment = build_child_env(parent_env, secret_values=secret_values, sidecar_url=sidecar_url,
                                       token=token, services=names)
-        for name, why in environment.removed.items():
-            print(f"keyside: {name} is not passed to the command: {why}.", file=stderr)
+        for name, reason in environment.removed.items():
+            print(f"keyside: {name} is not passed to the command: {reason}.", file=stderr)
         return run_child(command, environment.variables, relay)
     finally:
         _revoke(host, token_id)
 
 
 def _revoke(host: ExecHost, token_id: str) -> None:
-    # The token dies with the sidecar anyway; a failed revoke must not replace the exit code.
+    # The token dies with the sidecar anyway, so a failed revoke must not replace the exit code.
     try:
         host.revoke_exec_token(token_id)
-    except Exception as error:  # logged, and stop() follows
+    except Exception as error:  # the error is logged, and stop() runs next
         logger.warning("exec token revoke failed token_id=%s error=%s", token_id, error)
     else:
         logger.info("exec token revoked token_id=%s", token_id)

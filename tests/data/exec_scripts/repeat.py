@@ -17,7 +17,8 @@ opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 for _line in sys.stdin:
     try:
-        with opener.open(urllib.request.Request(url, headers=headers), timeout=10) as response:
+        # The URL is the sidecar's http:// URL from KEYSIDE_URL_OPENAI.
+        with opener.open(urllib.request.Request(url, headers=headers), timeout=10) as response:  # noqa: S310
             result = {"status": response.status}
     except urllib.error.HTTPError as error:
         result = {"status": error.code}

@@ -20,8 +20,9 @@ attempts = {
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 for name, (method, url, body) in attempts.items():
-    request = urllib.request.Request(url, data=body, method=method,
-                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    # Every URL is the sidecar's http:// URL from KEYSIDE_URL.
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)  # noqa: S310
     try:
         with opener.open(request, timeout=20) as response:
             status, payload = response.status, response.read()
