@@ -179,8 +179,8 @@ async def test_denied_answer_never_dialled(case: dict, dial_spy: DialSpy) -> Non
 
 @pytest.mark.parametrize("case", ALLOWED_ADDRESSES, ids=[case["id"] for case in ALLOWED_ADDRESSES])
 async def test_allowed_answer_reaches_dial(case: dict, dial_spy: DialSpy) -> None:
-    # The spy refuses the connect itself, so the public-looking address is never contacted;
-    # what matters is that the guard let exactly this address through to the dial.
+    # The spy rejects the connect itself, so the public-looking address is never contacted.
+    # The test shows that the guard let exactly this address through to the dial.
     async with make_client(mapping={"public.test": [case["address"]]}) as client:
         with pytest.raises(GuardDenied) as caught:
             async with client.request("GET", "http://public.test:8080/"):

@@ -24,7 +24,7 @@ def _ips(answers: list[ResolvedAddress]) -> list[str]:
     return [str(answer.ip) for answer in answers]
 
 
-async def test_a_and_aaaa_with_ttl(dns: DnsServer) -> None:
+async def test_resolver_returns_a_and_aaaa(dns: DnsServer) -> None:
     dns.set("api.test", "198.51.100.7", "2001:db8::7", ttl=42)
     answers = await DnsResolver([dns.address], **FAST).resolve("api.test")
     assert sorted(_ips(answers)) == ["198.51.100.7", "2001:db8::7"]

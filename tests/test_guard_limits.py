@@ -214,12 +214,12 @@ async def test_fair_semaphore_cancelled_waiter() -> None:
     semaphore = FairSemaphore(1)
     await semaphore.acquire()
     cancelled = asyncio.create_task(semaphore.acquire())
-    kept = asyncio.create_task(semaphore.acquire())
+    next_waiter = asyncio.create_task(semaphore.acquire())
     await asyncio.sleep(0)
     cancelled.cancel()
     await asyncio.sleep(0)
     semaphore.release()
-    await asyncio.wait_for(kept, timeout=5)
+    await asyncio.wait_for(next_waiter, timeout=5)
     assert semaphore.in_use == 1
     semaphore.release()
     assert semaphore.idle

@@ -78,7 +78,7 @@ IPV6_DENIED: tuple[tuple[ipaddress.IPv6Network, str], ...] = (
     (_v6("2001:2::/48"), "deny_benchmarking"),
     # Teredo (2001::/32) is handled as an embedding form before this table is read.
     # NOTE: IANA marks a few sub-blocks globally reachable (AMT, AS112, ORCHIDv2, anycast PCP,
-    # TURN and DNS-SD SRP); none serves an HTTP API and the anycast ones reach local servers.
+    # TURN and DNS-SD SRP). None serves an HTTP API, and the anycast ones reach local servers.
     (_v6("2001::/23"), "deny_ietf_protocol"),
     (_v6("2001:db8::/32"), "deny_documentation"),
     (_v6("3fff::/20"), "deny_documentation"),
@@ -98,6 +98,17 @@ NAT64_WELL_KNOWN = _v6("64:ff9b::/96")
 NAT64_LOCAL_USE = _v6("64:ff9b:1::/48")  # RFC 8215: operator-local, never globally reachable
 SIX_TO_FOUR = _v6("2002::/16")
 TEREDO = _v6("2001::/32")
+
+
+def _integer_ranges(table: tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str], ...]
+                    ) -> tuple[tuple[int, int, str], ...]:
+    # Integer bounds make a lookup a few comparisons instead of ipaddress containment calls.
+    return tuple((int(network.network_address), int(network.broadcast_address), reason)
+                 for network, reason in table)
+
+
+_IPV4_RANGES = _integer_ranges(IPV4_DENIED)
+_IPV6_RANGES = _integer_ranges(IPV6_DENIED)
 
 
 def classify_address(address: str | IPAddress) -> Verdict:
@@ -120,8 +131,9 @@ def _classify_v4(address: ipaddress.IPv4Address) -> Verdict:
     text = str(address)
     if address in _METADATA:
         return Verdict(False, "deny_metadata", text)
-    for network, reason in IPV4_DENIED:
-        if address in network:
+    value = int(address)
+    for low, high, reason in _IPV4_RANGES:
+        if low <= value <= high:
             return Verdict(False, reason, text)
     return Verdict(True, ALLOW_PUBLIC, text)
 
@@ -139,17 +151,22 @@ def _classify_v6(address: ipaddress.IPv6Address) -> Verdict:
             if not inner_verdict.allowed:
                 return Verdict(False, inner_verdict.reason, text, str(inner_address))
         # The last embedded address is the destination (Teredo lists the server first).
-        shown = str(inner[-1])
+        destination = str(inner[-1])
         if form_reason is not None:
-            return Verdict(False, form_reason, text, shown)
-        return Verdict(True, ALLOW_PUBLIC, text, shown)
+            return Verdict(False, form_reason, text, destination)
+        return Verdict(True, ALLOW_PUBLIC, text, destination)
 
-    for network, reason in IPV6_DENIED:
-        if address in network:
+    value = int(address)
+    for low, high, reason in _IPV6_RANGES:
+        if low <= value <= high:
             return Verdict(False, reason, text)
-    if address not in IPV6_GLOBAL_UNICAST:
+    if not _within(value, IPV6_GLOBAL_UNICAST):
         return Verdict(False, "deny_reserved", text)
     return Verdict(True, ALLOW_PUBLIC, text)
+
+
+def _within(value: int, network: ipaddress.IPv6Network) -> bool:
+    return int(network.network_address) <= value <= int(network.broadcast_address)
 
 
 def _embedded_ipv4(
@@ -158,21 +175,19 @@ def _embedded_ipv4(
     """Return (deny reason of the form itself or None, embedded IPv4 addresses), or None."""
     value = int(address)
     low32 = ipaddress.IPv4Address(value & 0xFFFFFFFF)
-    if address in IPV4_MAPPED:
+    if _within(value, IPV4_MAPPED) or _within(value, NAT64_WELL_KNOWN):
         return None, (low32,)
-    if address in NAT64_WELL_KNOWN:
-        return None, (low32,)
-    if address in NAT64_LOCAL_USE:
+    if _within(value, NAT64_LOCAL_USE):
         # The operator chooses the prefix length; the /96 layout is the one shown.
         return "deny_nat64_local", (low32,)
-    if address in SIX_TO_FOUR:
+    if _within(value, SIX_TO_FOUR):
         return None, (ipaddress.IPv4Address((value >> 80) & 0xFFFFFFFF),)
-    if address in TEREDO:
+    if _within(value, TEREDO):
         server = ipaddress.IPv4Address((value >> 64) & 0xFFFFFFFF)
         client = ipaddress.IPv4Address(~value & 0xFFFFFFFF)
         return None, (server, client)
     # ::/96 without :: and ::1, which have their own reasons.
-    if address in IPV4_COMPATIBLE and value > 1:
+    if _within(value, IPV4_COMPATIBLE) and value > 1:
         return "deny_ipv4_compatible", (low32,)
     return None
 

@@ -47,13 +47,13 @@ CALLER_HEADERS_DROPPED = frozenset({
     "upgrade", "content-length", "accept-encoding",
 })
 USER_AGENT = f"keyside/{__version__}"
-# Statuses whose responses have no body, whatever their headers say.
+# Statuses whose responses have no body, whatever their headers announce.
 NO_BODY_STATUSES = frozenset({204, 304})
 
 
 @dataclass(frozen=True)
 class CheckResult:
-    """What the guard would do with a URL, without sending a request."""
+    """The guard's verdict on a URL, computed without sending a request."""
 
     allowed: bool
     reason: str
@@ -158,9 +158,9 @@ class GuardedResponse:
             raise GuardDenied("upstream_failed", f"Reading from {self._target.host_port} failed: "
                               f"{type(error).__name__}.") from None
 
-    def _too_large(self, how: str) -> GuardDenied:
+    def _too_large(self, detail: str) -> GuardDenied:
         self._abort()
-        return GuardDenied("response_too_large", f"Response from {self._target.host_port} {how} than "
+        return GuardDenied("response_too_large", f"Response from {self._target.host_port} {detail} than "
                            f"{self._max_bytes} bytes.",
                            fix="Request a smaller page of data, or raise max_response_bytes for this call.")
 
@@ -368,7 +368,7 @@ class GuardedClient:
             raise GuardDenied("timeout_read", f"{target.host_port} sent no response headers within the "
                               "idle-read timeout.") from None
         except TimeoutError:
-            raise GuardDenied("timeout_total", f"{target.host_port} did not answer before the total "
+            raise GuardDenied("timeout_total", f"{target.host_port} did not respond before the total "
                               "deadline.") from None
         except aiohttp.ClientConnectorCertificateError:
             raise GuardDenied("tls_certificate", f"TLS certificate of {target.host_port} is not valid for "

@@ -44,8 +44,8 @@ class FairSemaphore:
             raise
 
     def release(self) -> None:
-        # A released slot goes to the next live waiter, so in_use stays the same; the count
-        # drops only when nobody waits.
+        # A released slot goes to the next live waiter, so in_use stays the same. The count
+        # drops only when no waiter is left.
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():

@@ -139,8 +139,8 @@ class PinningResolver(AbstractResolver):
         port = int(sockaddr[1])
         verdict = classify_address(address)
         if not verdict.allowed and (verdict.address, port) not in self._lifted:
-            logger.warning("dial refused address=%s port=%s reason=%s", verdict.address, port, verdict.reason)
-            raise GuardDenied(verdict.reason, f"Refused to connect to {verdict.address} port {port}: "
+            logger.warning("connect rejected address=%s port=%s reason=%s", verdict.address, port, verdict.reason)
+            raise GuardDenied(verdict.reason, f"Rejected a connection to {verdict.address} port {port}: "
                               f"{describe_verdict(verdict)}.")
         return socket.socket(family, type_, proto)
 
@@ -156,13 +156,13 @@ def _literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def _denied(host: str, port: int, verdict: Verdict) -> GuardDenied:
-    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    host_port = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if verdict.address == host:
-        message = f"Address {shown} is {describe_verdict(verdict)}."
+        message = f"Address {host_port} is {describe_verdict(verdict)}."
     else:
-        message = f"Host {shown} resolves to {verdict.address}, {describe_verdict(verdict)}."
+        message = f"Host {host_port} resolves to {verdict.address}, {describe_verdict(verdict)}."
     if verdict.reason in LIFTABLE_REASONS:
-        fix = (f"Only public addresses are reachable. If {shown} is an intended local server, "
+        fix = (f"Only public addresses are reachable. If {host_port} is an intended local server, "
                f"allow it explicitly as a private host:port.")
     else:
         fix = "This kind of address is never reachable through keyside, even with an allowance."

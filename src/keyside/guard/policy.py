@@ -62,13 +62,13 @@ class GuardLimits:
             value = getattr(self, item.name)
             if item.name.endswith("_s"):
                 valid = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-                wanted = "a number of seconds above 0"
+                requirement = "a number of seconds above 0"
             else:
                 minimum = 0 if item.name == "max_redirects" else 1
                 valid = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-                wanted = f"an integer of at least {minimum}"
+                requirement = f"an integer of at least {minimum}"
             if not valid:
-                raise InvalidPolicy(f"Guard limit {item.name} must be {wanted}, got {value!r}.",
+                raise InvalidPolicy(f"Guard limit {item.name} must be {requirement}, got {value!r}.",
                                     fix=f"Set {item.name} to a value such as the default {item.default}.")
 
 
@@ -76,7 +76,7 @@ class GuardLimits:
 class GuardPolicy:
     """What the guard lets through beyond public addresses, and the limits it enforces.
 
-    `allow_private` holds (host, port) pairs, each a host name or IP literal and a port. A pair
+    `allow_private` contains (host, port) pairs, each a host name or IP literal and a port. A pair
     lets that exact host on that port reach a private or loopback address (a local model
     server, a test upstream); any other host that resolves there is still denied.
     """
@@ -110,5 +110,5 @@ def _normalise_pair(pair: tuple[str, int]) -> tuple[str, int]:
         raise InvalidPolicy(f"Private allowance {pair!r} is not a (host, port) pair.",
                             fix='Pass pairs such as ("127.0.0.1", 8080).')
     host, port = pair
-    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
-    return parse_host_port(f"{shown}:{port}")
+    bracketed = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return parse_host_port(f"{bracketed}:{port}")

@@ -69,13 +69,13 @@ def _drop_query_params(target: CheckedUrl, names: Collection[str]) -> CheckedUrl
         return target
     path, query = target.path_query.split("?", 1)
     dropped = {name.lower() for name in names}
-    kept = [(key, value) for key, value in parse_qsl(query, keep_blank_values=True)
-            if key.lower() not in dropped]
-    if len(kept) == len(parse_qsl(query, keep_blank_values=True)):
+    pairs = parse_qsl(query, keep_blank_values=True)
+    remaining = [(key, value) for key, value in pairs if key.lower() not in dropped]
+    if len(remaining) == len(pairs):
         return target
     rebuilt = f"{target.scheme}://{target.host_port}{path}"
-    if kept:
-        rebuilt += "?" + urlencode(kept)
+    if remaining:
+        rebuilt += "?" + urlencode(remaining)
     return check_url(rebuilt)
 
 

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 SYSTEM_RESOLVER_TTL_S = 0.0
 # Answers from a StaticResolver are fixed, but tests change them, so they live briefly.
 STATIC_TTL_S = 60.0
-# Per query and server; a local or ISP resolver answers in milliseconds when it answers at all.
+# Per query and server. A working local or ISP resolver replies within milliseconds.
 DNS_TIMEOUT_S = 3.0
 # A UDP query is sent this many times to each server before the next server is tried.
 DNS_ATTEMPTS = 2
@@ -161,7 +161,7 @@ class DnsResolver:
         if addresses:
             if errors:
                 # Safe to go on: only the answers received are dialled, and each is checked.
-                logger.warning("dns partial answer host=%s reason=%s", host, errors[0].reason)
+                logger.warning("dns query for one record type failed host=%s reason=%s", host, errors[0].reason)
             return addresses
         if errors:
             raise errors[0]
@@ -237,12 +237,12 @@ def _parse_reply(data: bytes, query: DNSRecord, server: tuple[str, int]) -> DNSR
 
 def _answers(reply: DNSRecord, name: str, qtype: str) -> list[ResolvedAddress]:
     """Collect the A or AAAA records for `name`, following the CNAME chain inside the reply."""
-    wanted = getattr(QTYPE, qtype)
+    expected_type = getattr(QTYPE, qtype)
     target = name.lower()
     for _ in range(MAX_CNAME_CHAIN + 1):
         records = [rr for rr in reply.rr if str(rr.rname).lower() == target]
         found = [ResolvedAddress(ipaddress.ip_address(str(rr.rdata)), float(rr.ttl))
-                 for rr in records if rr.rtype == wanted]
+                 for rr in records if rr.rtype == expected_type]
         if found:
             return found
         cnames = [rr for rr in records if rr.rtype == QTYPE.CNAME]

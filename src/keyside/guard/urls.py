@@ -1,8 +1,8 @@
 """URL check: parse a URL once, strictly, into the exact form the client will fetch.
 
 A URL parser and a resolver that read one host differently is a classic way past an SSRF
-check, so this module rejects anything two parsers might disagree on (backslashes, whitespace,
-control characters, userinfo, percent-encoded hosts, zone ids) and turns every numeric IPv4
+check. So this module rejects anything two parsers might disagree on: backslashes, whitespace,
+control characters, userinfo, percent-encoded hosts and zone ids. It turns every numeric IPv4
 spelling the OS resolver accepts ("0x7f.1", "017700000001", "2130706433", "127.1") into the
 dotted-quad address it means. The client then fetches `CheckedUrl.url` byte for byte.
 """
@@ -34,6 +34,8 @@ _LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?$")
 _NUMERIC_LABEL = re.compile(r"^(?:0[xX][0-9a-fA-F]*|[0-9]+)$")
 # Characters kept as they are in a path or query; everything else is percent-encoded.
 _PATH_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/?%")
+# Printable ASCII without space and backslash: the common case, checked in one regex call.
+_PLAIN_ASCII = re.compile(r"[!-\[\]-~]*")
 _PERCENT_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
@@ -102,6 +104,8 @@ def check_url(url: str) -> CheckedUrl:
 
 
 def _reject_bad_characters(url: str) -> None:
+    if _PLAIN_ASCII.fullmatch(url):
+        return
     for char in url:
         if char == "\\":
             raise _deny("url_backslash", "URL contains a backslash.",
@@ -145,7 +149,7 @@ def _normalise_netloc_host(netloc: str) -> str:
         host = host.lower()
     else:
         # UTS 46 mapping also turns fullwidth digits and dots into ASCII, so the numeric check
-        # below sees "１２７.０.０.１" as 127.0.0.1.
+        # below reads "１２７.０.０.１" as 127.0.0.1.
         try:
             host = idna.encode(host, uts46=True).decode("ascii")
         except idna.IDNAError as error:
@@ -195,8 +199,8 @@ def _literal_address(host: str) -> IPAddress | None:
 def _ipv4_from_inet_aton(host: str) -> ipaddress.IPv4Address | None:
     """Parse `host` the way inet_aton(3) does, or return None when it is not numeric.
 
-    One to four parts, each decimal, octal (leading 0) or hex (0x); the last part fills all
-    remaining bytes, so "127.1" is 127.0.0.1 and "2130706433" is 127.0.0.1 as well.
+    A host has one to four parts, each decimal, octal (leading 0) or hex (0x). The last part
+    fills all remaining bytes, so "127.1" and "2130706433" are both 127.0.0.1.
     """
     parts = host.split(".")
     if len(parts) > 4 or not all(_NUMERIC_LABEL.match(p) for p in parts):
