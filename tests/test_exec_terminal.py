@@ -1,13 +1,16 @@
 """Job control of `keyside exec` on a terminal: the child gets the terminal's foreground.
 
-Each test starts the run_child driver as a session leader on a fresh pseudo-terminal
-(`setsid --ctty`), then types Ctrl-C or Ctrl-Z into the terminal, as a user at a shell would.
+Each test starts the run_child driver, or an interactive bash that starts it, as the session
+leader on a fresh pseudo-terminal (`setsid --ctty`). Then it types into the terminal what a user
+would: Ctrl-C, Ctrl-Z, `fg`, input lines.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import select
+import shlex
 import shutil
 import signal
 import subprocess
@@ -32,10 +35,10 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="job control is POSIX
 class Terminal:
     """A pseudo-terminal whose session leader is the run_child driver."""
 
-    def __init__(self, argv: list[str]):
+    def __init__(self, argv: list[str], **extra_env: str):
         self.master, slave = os.openpty()
         self.output = b""
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **extra_env}
         self.process = subprocess.Popen(["setsid", "--ctty", "--wait", *argv], stdin=slave, stdout=slave,
                                         stderr=slave, env=env, close_fds=True)
         os.close(slave)
@@ -56,6 +59,16 @@ class Terminal:
                 except OSError:  # EIO: every slave descriptor is closed
                     raise AssertionError(f"terminal closed before {text!r}; output: {self.output!r}") from None
         return self.output.decode("utf-8", "replace")
+
+    def read_until_match(self, pattern: str) -> re.Match[str]:
+        deadline = time.monotonic() + STEP_TIMEOUT_S
+        while (match := re.search(pattern, self.output.decode("utf-8", "replace"))) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{pattern!r} did not match the terminal output: {self.output!r}")
+            readable, _, _ = select.select([self.master], [], [], 0.05)
+            if readable:
+                self.output += os.read(self.master, 4096)
+        return match
 
     def wait(self) -> int:
         return self.process.wait(timeout=STEP_TIMEOUT_S)
@@ -80,11 +93,25 @@ def wait_for_state(pid: int, state: str) -> None:
         time.sleep(0.01)
 
 
+DRIVER_COMMAND = [sys.executable, str(SCRIPTS / "run_child_driver.py"),
+                  sys.executable, str(SCRIPTS / "signals.py"), "count"]
+
+
 @pytest.fixture
 def terminal() -> Iterator[Terminal]:
     need(shutil.which("setsid") is not None, "setsid (util-linux) is needed to give a process a terminal")
-    session = Terminal([sys.executable, str(SCRIPTS / "run_child_driver.py"),
-                        sys.executable, str(SCRIPTS / "signals.py"), "count"])
+    session = Terminal(DRIVER_COMMAND)
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def shell() -> Iterator[Terminal]:
+    """An interactive bash with job control on its own terminal."""
+    need(shutil.which("setsid") is not None, "setsid (util-linux) is needed to give a process a terminal")
+    need(shutil.which("bash") is not None, "bash is needed for the job control tests")
+    session = Terminal(["bash", "--norc", "--noprofile", "-i"], PS1="$ ", TERM="dumb")
+    session.read_until("$ ")
     yield session
     session.close()
 
@@ -128,3 +155,37 @@ def test_terminal_ctrl_z_stops_and_continues(terminal: Terminal) -> None:
     terminal.type(b"quit\n")
     terminal.read_until("read quit")
     assert terminal.wait() == 0
+
+
+def test_shell_ctrl_z_then_fg(shell: Terminal) -> None:
+    shell.type(shlex.join(DRIVER_COMMAND).encode() + b"\n")
+    shell.read_until("ready")
+    shell.type(CTRL_Z)
+    # bash reports the job stopped only when keyside exec stops itself after the child.
+    shell.read_until("Stopped")
+
+    shell.type(b"fg\n")
+    shell.type(b"hello\n")
+    shell.read_until("read hello")
+    shell.type(b"quit\n")
+    shell.read_until("read quit")
+    shell.type(b"echo exit=$?\n")
+    shell.read_until("exit=0")
+
+
+def test_shell_background_read_then_fg(shell: Terminal) -> None:
+    # Started with &, the child reads the terminal from the background and is stopped by
+    # SIGTTIN; `fg` must give it the terminal, just as for a command started without keyside.
+    shell.type(shlex.join(DRIVER_COMMAND).encode() + b" &\n")
+    shell.read_until("ready")
+    # bash prints "[1] PID" for the background job.
+    job = shell.read_until_match(r"\[1\] (\d+)\s")
+    wait_for_state(int(job.group(1)), "T")
+
+    shell.type(b"fg\n")
+    shell.type(b"hello\n")
+    shell.read_until("read hello")
+    shell.type(b"quit\n")
+    shell.read_until("read quit")
+    shell.type(b"echo exit=$?\n")
+    shell.read_until("exit=0")

@@ -1,12 +1,13 @@
 """Run the command of `keyside exec` as a child process: signal relay and terminal hand-off.
 
-The child runs in its own process group. When keyside exec is in the foreground of a terminal,
-it makes the child's group the terminal's foreground group, as a shell does for a job. Ctrl-C,
-Ctrl-\\ and Ctrl-Z then reach the child and its descendants once, straight from the terminal,
-and the child can read the terminal. Signals sent to keyside exec itself (kill, a process
-supervisor, a CI runner that cancels a job) are relayed to the child's process only, never to
-its process group, just as if the child had been signalled directly. Without a separate process
-group, a terminal's Ctrl-C would reach the child twice: once from the terminal and once relayed.
+The child runs in its own process group. When keyside exec is in the foreground of its
+controlling terminal, it makes the child's group the terminal's foreground group, as a shell
+does for a job. Ctrl-C, Ctrl-\\ and Ctrl-Z then reach the child and its descendants once,
+straight from the terminal, and the child can read the terminal. Signals sent to keyside exec
+itself (kill, a process supervisor, a CI runner that cancels a job) are relayed to the child's
+process only, never to its process group, just as if the child had been signalled directly.
+Without a separate process group, a terminal's Ctrl-C would reach the child twice: once from
+the terminal and once relayed.
 """
 
 from __future__ import annotations
@@ -126,17 +127,24 @@ class SignalRelay:
         logger.info("signal relayed signal=%s pid=%d", signal.Signals(signum).name, self._child_pid)
 
 
-def foreground_terminal() -> int | None:
-    """Return a standard stream's fd whose terminal has our process group in the foreground."""
+def open_controlling_terminal() -> int | None:
+    """Open the controlling terminal (/dev/tty) and return its fd, or None without one.
+
+    The fd is not inherited by children. The caller closes it.
+    """
     if os.name != "posix":
         return None
-    for fd in (0, 1, 2):
-        try:
-            if os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp():
-                return fd
-        except OSError:
-            continue
-    return None
+    try:
+        return os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return None
+
+
+def _is_foreground(terminal: int, process_group: int) -> bool:
+    try:
+        return os.tcgetpgrp(terminal) == process_group
+    except OSError:
+        return False
 
 
 def _set_foreground(terminal: int, process_group: int) -> None:
@@ -149,6 +157,13 @@ def _set_foreground(terminal: int, process_group: int) -> None:
         logger.warning("terminal hand-off failed process_group=%d error=%s", process_group, error)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _continue_group(process_group: int) -> None:
+    try:
+        os.killpg(process_group, signal.SIGCONT)
+    except ProcessLookupError:
+        return
 
 
 def _spawn(command: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
@@ -172,12 +187,21 @@ def run_child(command: Sequence[str], env: Mapping[str, str], relay: SignalRelay
     A child killed by a signal gives EXIT_SIGNAL_BASE + the signal number. Raises ExecError,
     with exit code 127 or 126, when the command cannot be started.
     """
-    terminal = foreground_terminal()
+    terminal = open_controlling_terminal()
+    try:
+        return _run_child(command, env, relay, terminal)
+    finally:
+        if terminal is not None:
+            os.close(terminal)
+
+
+def _run_child(command: Sequence[str], env: Mapping[str, str], relay: SignalRelay, terminal: int | None) -> int:
     relay.spawning()
     child = _spawn(command, env)
-    logger.info("child started pid=%d program=%s foreground_terminal=%s",
-                child.pid, os.path.basename(command[0]), terminal is not None)
-    if terminal is not None:
+    in_foreground = terminal is not None and _is_foreground(terminal, os.getpgrp())
+    logger.info("child started pid=%d program=%s terminal=%s foreground=%s", child.pid,
+                os.path.basename(command[0]), terminal is not None, in_foreground)
+    if terminal is not None and in_foreground:
         _set_foreground(terminal, child.pid)
     relay.attach(child.pid)
 
@@ -191,7 +215,8 @@ def run_child(command: Sequence[str], env: Mapping[str, str], relay: SignalRelay
             exit_code = child.wait()
     finally:
         relay.finish()
-        if terminal is not None:
+        # Take the terminal back only from the child's group. After `bg`, the shell has it.
+        if terminal is not None and _is_foreground(terminal, child.pid):
             _set_foreground(terminal, os.getpgrp())
 
     if exit_code < 0:
@@ -212,33 +237,30 @@ def _wait_posix(pid: int, terminal: int | None) -> int:
 
 
 def _follow_stop(pid: int, terminal: int | None, stop_signal: int) -> None:
-    """React to the child being stopped, as a shell does for a job it runs in the foreground."""
+    """React to the child being stopped, as a shell does for a job.
+
+    The shell that started keyside exec knows only keyside exec, so keyside exec stops too and
+    the shell reports a stopped job. The shell's `fg` or `bg` then continues keyside exec, which
+    continues the child and, after `fg`, gives it the terminal.
+    """
     if terminal is None:
         # Without a terminal there is no job control. The process that stopped the child must
         # continue it.
         return
-
-    try:
-        foreground = os.tcgetpgrp(terminal)
-    except OSError:
-        return
-    if stop_signal in (signal.SIGTTIN, signal.SIGTTOU) and foreground == pid:
+    if stop_signal in (signal.SIGTTIN, signal.SIGTTOU) and _is_foreground(terminal, pid):
         # The child used the terminal in the instant between its start and the hand-off, and
         # it has the terminal now.
-        os.killpg(pid, signal.SIGCONT)
+        _continue_group(pid)
         return
 
-    # Ctrl-Z stopped the child's group. Stop keyside exec too, so the shell that started it
-    # finds a stopped job and takes the terminal back. Its `fg` or `bg` continues keyside exec.
+    # Ctrl-Z, or the child used the terminal from the background (`keyside exec ... &`).
     logger.info("child stopped pid=%d signal=%s", pid, signal.Signals(stop_signal).name)
-    _set_foreground(terminal, os.getpgrp())
+    if _is_foreground(terminal, pid):
+        _set_foreground(terminal, os.getpgrp())
     os.kill(os.getpid(), signal.SIGSTOP)
 
-    try:
-        resumed_in_foreground = os.tcgetpgrp(terminal) == os.getpgrp()
-    except OSError:
-        resumed_in_foreground = False
-    if resumed_in_foreground:
+    in_foreground = _is_foreground(terminal, os.getpgrp())
+    if in_foreground:
         _set_foreground(terminal, pid)
-    os.killpg(pid, signal.SIGCONT)
-    logger.info("child continued pid=%d foreground=%s", pid, resumed_in_foreground)
+    _continue_group(pid)
+    logger.info("child continued pid=%d foreground=%s", pid, in_foreground)
