@@ -95,6 +95,17 @@ def write_app(folder: Path, upstream_port: int = 9, app_id: str = "ipc-test") ->
     return load_manifest(folder)
 
 
+class Opener:
+    """Stands in for webbrowser.open and records the URLs it was given."""
+
+    def __init__(self) -> None:
+        self.opened: list[str] = []
+
+    def __call__(self, url: str) -> bool:
+        self.opened.append(url)
+        return True
+
+
 def memory_vault(manifest: Manifest, values: dict[str, str] | None = None) -> Vault:
     return Vault(manifest, MemoryStore(dict(values or {})))
 

@@ -22,6 +22,7 @@ from test_host_support import (
     ECHO_KEY,
     OTHER_KEY,
     PAGE_ORIGIN,
+    Opener,
     fake_sidecar,
     http_get,
     memory_vault,
@@ -34,15 +35,6 @@ APP_URL = f"{PAGE_ORIGIN}/index.html"
 SETTINGS_URL = f"{PAGE_ORIGIN}/settings.html"
 EXTERNAL_URLS = json.loads((DATA / "ipc_external_urls.json").read_text(encoding="utf-8"))["cases"]
 BAD_ARGS = json.loads((DATA / "ipc_bad_args.json").read_text(encoding="utf-8"))["cases"]
-
-
-class Opener:
-    def __init__(self) -> None:
-        self.opened: list[str] = []
-
-    def __call__(self, url: str) -> bool:
-        self.opened.append(url)
-        return True
 
 
 APP_REGISTRY = CommandRegistry()

@@ -19,6 +19,7 @@ from test_host_support import (
     ECHO_KEY,
     PAGE_ORIGIN,
     SETTINGS_ORIGIN,
+    Opener,
     fake_sidecar,
     memory_vault,
     read_records,
@@ -85,17 +86,6 @@ POLICY_TABLE = [
 ]
 
 ORIGIN_CASES = json.loads((DATA / "ipc_origins.json").read_text(encoding="utf-8"))
-
-
-class Opener:
-    """Stands in for webbrowser.open and records what it was asked to open."""
-
-    def __init__(self) -> None:
-        self.opened: list[str] = []
-
-    def __call__(self, url: str) -> bool:
-        self.opened.append(url)
-        return True
 
 
 @pytest.fixture(scope="module")
