@@ -1,0 +1,32 @@
+// Opening the settings window from the dashboard.
+
+import { invoke } from "/keyside/bridge.js";
+
+/**
+ * Ask the host to open (or focus) the settings window. When the host has no open_window
+ * command, open the settings page's own URL when app_config lists one (browser mode serves
+ * each window on its own origin); otherwise tell the user where the settings are.
+ * `windows` is the Map from readAppConfig; `notice` an element for a message.
+ */
+export async function openSettings(windows, notice) {
+  try {
+    await invoke("open_window", { label: "settings" });
+    return;
+  } catch (error) {
+    if (error?.reason !== "unknown_command") {
+      showNotice(notice, `The settings window could not be opened (reason: ${error?.reason || "unknown"}).`);
+      return;
+    }
+  }
+  const url = windows.get("settings")?.url;
+  if (typeof url === "string" && /^http:\/\/(127\.0\.0\.1|localhost|\[::1\])[:/]/.test(url)) {
+    window.open(url, "keyside-settings", "noopener");
+    return;
+  }
+  showNotice(notice, "Open the settings window to add API keys; run `keyside secrets set NAME` as an alternative.");
+}
+
+function showNotice(notice, text) {
+  notice.textContent = text;
+  notice.hidden = false;
+}
