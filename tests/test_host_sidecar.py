@@ -347,3 +347,18 @@ def test_system_vault_round_trip(tmp_path, upstream, monkeypatch):
     assert next(s for s in listed if s["name"] == "ECHO_KEY")["configured"] is True
     assert status == 200
     assert _injected_keys(upstream, "/echo/system-vault") == [saved_key]
+
+
+def test_sidecar_argv_and_env_hold_no_secret(app, tmp_path, monkeypatch):
+    """The real sidecar's command line and environment, as the OS shows them, have no key or token."""
+    need(Path("/proc/self/environ").exists(), "needs /proc (Linux)")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-host-environment-9999")
+    with running_host(app, memory_vault(app, {"ECHO_KEY": ECHO_KEY}), tmp_path / "logs") as host:
+        pid = host.sidecar_state["pid"]
+        token = host.sidecar_credentials()[1]
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    for value in (ECHO_KEY, token, "sk-host-environment-9999"):
+        assert value.encode() not in cmdline
+        assert value.encode() not in environ
+    assert b"OPENAI_API_KEY" not in environ

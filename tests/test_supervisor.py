@@ -15,7 +15,7 @@ import threading
 import pytest
 
 from keyside.host import Host, IpcError, SidecarError
-from keyside.host.supervisor import CHILD_ENV_NAMES, child_environment
+from keyside.host.supervisor import CHILD_ENV_NAMES, Supervisor, child_environment
 from keyside.vault import MemoryStore, Vault, VaultError
 from test_host_support import (
     ECHO_KEY,
@@ -374,3 +374,22 @@ def test_vault_load_failure_starts_nothing(manifest, tmp_path, record):
         host.invoke("main", f"{PAGE_ORIGIN}/", "runtime_info", {})
     assert not_running.value.reason == "host_not_running"
     host.stop()
+
+
+def test_backoff_doubles_to_cap():
+    settings = dataclasses.replace(FAST, backoff_initial_s=0.5, backoff_max_s=3.0)
+    supervisor = Supervisor(dict, settings=settings)
+    delays = []
+    for failures in range(1, 7):
+        supervisor._failures = failures
+        delays.append(supervisor._backoff_s())
+    assert delays == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
+
+
+def test_stable_runs_reset_failure_count(manifest, tmp_path):
+    """Crashes after a stable run are restarted again and again; only quick ones add up."""
+    settings = dataclasses.replace(FAST, stable_run_s=0.2, max_quick_failures=2)
+    with running_host(manifest, memory_vault(manifest), tmp_path / "logs", settings=settings,
+                      sidecar_command=fake_sidecar("crash_after", delay_s=0.4)) as host:
+        wait_until(lambda: host.sidecar_state["restarts"] >= 3)
+        assert host.sidecar_state["state"] != "failed"
