@@ -18,24 +18,21 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from conftest import need
+from e2e.fixtures import foreign_site, running_providers
 from e2e.flow import (
-    READ_SESSION,
+    WRONG_KEY,
     PlaywrightUiPage,
-    brief_text,
-    enter_key,
-    field_value,
-    find_in_page,
-    is_configured,
-    run_card_action,
+    check_dashboard_with_keys,
+    check_pages_clean,
+    check_window_capabilities,
+    enter_keys_through_settings,
+    read_token,
     texts_containing,
-    wait_for_card,
     wait_for_panel,
-    wait_until,
 )
-from e2e.providers import BRIEF_TOKENS, QUOTE, FakeProviders
+from e2e.providers import FakeProviders
 from e2e.session import KeysideRun
 
 pytestmark = [pytest.mark.browser, pytest.mark.netns]
@@ -47,17 +44,13 @@ CHROMIUM_ARGS = [
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
 ]
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
-WRONG_KEY = "wrong-finnhub-key-000000"
 ATTACKER_KEY = "attacker-key-0000000000"
 
 
 @pytest.fixture
 async def providers() -> AsyncIterator[FakeProviders]:
-    fakes = await FakeProviders().start()
-    try:
+    async with running_providers() as fakes:
         yield fakes
-    finally:
-        await fakes.close()
 
 
 @pytest.fixture
@@ -96,22 +89,10 @@ class Observed:
         return texts
 
 
-async def save_key(settings: PlaywrightUiPage, name: str, value: str) -> None:
-    """Paste `value` for `name`, validate it, save it; check the page's reports at each step."""
-    await enter_key(settings, name, value)
-    validated = await run_card_action(settings, name, "Validate", "Valid")
-    assert validated["kind"] == "ok", validated
-    saved = await run_card_action(settings, name, "Save", "Saved")
-    assert saved["kind"] == "ok", saved
-    assert await field_value(settings, name) == ""
-    assert await is_configured(settings, name)
-
-
 async def test_browser_flow_keys_stay_out(tmp_path: Path, providers: FakeProviders, chromium: Any) -> None:
     run = await KeysideRun(tmp_path, "--browser").start()
     context = await chromium.new_context()
     observed = Observed(context)
-    keys = providers.keys
     try:
         # An empty vault: the dashboard opens and says each keyed panel has no key.
         main_url = await run.next_url()
@@ -120,6 +101,7 @@ async def test_browser_flow_keys_stay_out(tmp_path: Path, providers: FakeProvide
         main = PlaywrightUiPage(main_page)
         await wait_for_panel(main, "panel-quotes", "missing")
         await wait_for_panel(main, "panel-headlines", "data", "First headline")
+        await check_window_capabilities(main)
 
         # Settings opens through the dashboard: keyside hands the browser a new one-time link.
         await main.click("[data-role=open-settings]")
@@ -128,61 +110,19 @@ async def test_browser_flow_keys_stay_out(tmp_path: Path, providers: FakeProvide
         settings_page = await context.new_page()
         await settings_page.goto(settings_url)
         settings = PlaywrightUiPage(settings_page)
-        for name in keys:
-            await wait_for_card(settings, name)
 
-        # A wrong key is reported invalid by the fake upstream and never saved.
-        await enter_key(settings, "FINNHUB_API_KEY", WRONG_KEY)
-        rejected = await run_card_action(settings, "FINNHUB_API_KEY", "Validate", "Invalid")
-        assert rejected["kind"] == "error"
-        assert not await is_configured(settings, "FINNHUB_API_KEY")
-
-        await save_key(settings, "FINNHUB_API_KEY", keys["FINNHUB_API_KEY"])
-        await save_key(settings, "FRED_API_KEY", keys["FRED_API_KEY"])
-        providers.hold_stream = True
-        await save_key(settings, "GROQ_API_KEY", keys["GROQ_API_KEY"])
-        recheck = await run_card_action(settings, "GROQ_API_KEY", "Validate", "Saved key")
-        assert "Valid" in recheck["text"]
-
-        # The dashboard shows the fakes' data with the saved keys.
-        await main.click("[data-role=refresh-all]")
-        await wait_for_panel(main, "panel-quotes", "data", f"{QUOTE['c']:.2f}")
-        await wait_for_panel(main, "panel-series", "data")
-        await wait_for_panel(main, "panel-headlines", "data", "Atom headline")
-
-        # The brief streams: each word shows while the fake still holds back the next one.
-        words = [token.strip(" -.") for token in BRIEF_TOKENS]
-        for index, word in enumerate(words):
-            shown = await wait_until(main, "(w) => { const t = document.querySelector('#panel-brief "
-                                     "[data-role=body]')?.textContent || ''; return t.includes(w) ? t : null; }",
-                                     word, what=f"brief word {word!r}")
-            for later in words[index + 1:]:
-                assert later not in shown
-            providers.release_token()
-        await wait_for_panel(main, "panel-brief", "data")
-        assert "Loopback markets were calm today" in await brief_text(main)
-
-        # Each key went to its own upstream, put there by the sidecar.
-        assert providers.received_key("finnhub", keys["FINNHUB_API_KEY"])
-        assert providers.received_key("fred", keys["FRED_API_KEY"])
-        assert providers.received_key("groq", keys["GROQ_API_KEY"])
-        assert not providers.received_key("fred", keys["FINNHUB_API_KEY"])
+        await enter_keys_through_settings(settings, providers)
+        await check_dashboard_with_keys(main, providers)
 
         ARTIFACTS.mkdir(exist_ok=True)
         await main.screenshot(ARTIFACTS / "browser-dashboard.png")
         await settings.screenshot(ARTIFACTS / "browser-settings.png")
 
-        # The proofs. The token is read the way the bridge reads it, only to search for it.
-        session = await main.evaluate(READ_SESSION)
-        token = session["result"]["token"]
-        secrets_only = [*keys.values(), WRONG_KEY]
+        # The proofs: no key (and no token) in the pages, cookies, responses or console.
+        token = await read_token(main)
+        secrets_only = [*providers.keys.values(), WRONG_KEY]
         needles = [*secrets_only, token]
-        for label, page in (("main", main), ("settings", settings)):
-            found = await find_in_page(page, needles)
-            assert found["dom"] == [], label
-            assert found["globals"] == [], label
-            assert found["globals_visited"] > 1000, label
-            assert found["storage"] == [], label
+        await check_pages_clean({"main": main, "settings": settings}, needles)
 
         cookies = await context.cookies()
         assert cookies, "the session cookies are missing"
@@ -208,29 +148,14 @@ async def test_browser_flow_keys_stay_out(tmp_path: Path, providers: FakeProvide
     assert status == 0
 
 
-ATTACK_PAGE = Path(__file__).parent / "data" / "shell_foreign_attack.html"
-
-
 @pytest.fixture
-async def foreign_site() -> AsyncIterator[str]:
-    """A page of another origin on loopback, standing in for any site the tab navigates to."""
-    async def page(request: web.Request) -> web.Response:
-        return web.Response(text=ATTACK_PAGE.read_text(), content_type="text/html")
-
-    app = web.Application()
-    app.router.add_get("/attack.html", page)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+async def foreign() -> AsyncIterator[str]:
+    async with foreign_site() as origin:
+        yield origin
 
 
 async def test_foreign_origin_cannot_call(tmp_path: Path, providers: FakeProviders, chromium: Any,
-                                          foreign_site: str) -> None:
+                                          foreign: str) -> None:
     run = await KeysideRun(tmp_path, "--browser").start()
     context = await chromium.new_context()
     try:
@@ -242,7 +167,7 @@ async def test_foreign_origin_cannot_call(tmp_path: Path, providers: FakeProvide
         app_origin = f"http://127.0.0.1:{urlsplit(main_url).port}"
 
         # The tab leaves the app for another origin; that page tries every way in.
-        await page.goto(f"{foreign_site}/attack.html")
+        await page.goto(f"{foreign}/attack.html")
         results = await page.evaluate("([app, key]) => window.attack(app, key)", [app_origin, ATTACKER_KEY])
 
         # Nothing could be read: requests needing a preflight fail in the browser, and the simple

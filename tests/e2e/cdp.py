@@ -97,10 +97,14 @@ class CdpPage:
             raise CdpError(f"{method} failed: {reply['error']}")
         return reply.get("result", {})
 
-    async def evaluate(self, expression: str) -> Any:
-        """Evaluate `expression` in the page (awaiting a promise) and return its JSON value."""
+    async def evaluate(self, expression: str, *, user_gesture: bool = True) -> Any:
+        """Evaluate `expression` in the page (awaiting a promise) and return its JSON value.
+
+        With `user_gesture` the page sees the script as run from a click or key press, which
+        Chromium counts when it classifies a navigation the script starts as a link click.
+        """
         result = await self.send("Runtime.evaluate", {"expression": expression, "awaitPromise": True,
-                                                      "returnByValue": True, "userGesture": True})
+                                                      "returnByValue": True, "userGesture": user_gesture})
         if "exceptionDetails" in result:
             details = result["exceptionDetails"]
             raise CdpError(str(details.get("exception", {}).get("description", details.get("text"))))
@@ -148,6 +152,15 @@ class CdpBrowser:
     async def targets(self) -> list[dict[str, Any]]:
         async with self._session.get(f"{self.base}/json/list") as response:
             return [t for t in await response.json(content_type=None) if t.get("type") == "page"]
+
+    async def all_pages(self) -> list[CdpPage]:
+        """Return every page target, connected."""
+        pages = []
+        for target in await self.targets():
+            if target["id"] not in self._pages:
+                self._pages[target["id"]] = await CdpPage(self._session, target).connect()
+            pages.append(self._pages[target["id"]])
+        return pages
 
     async def page(self, url_prefix: str, timeout_s: float = 30.0) -> CdpPage:
         """Return the connected page whose URL starts with `url_prefix`, waiting for it to appear."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from e2e.cdp import CdpPage
+from e2e.providers import BRIEF_TOKENS, QUOTE, FakeProviders
 
 # Waits in the flow: a loopback round trip takes milliseconds, and the dashboard retries a panel
 # whose key is missing every 5 s. This bounds a stuck page, it measures nothing.
@@ -222,6 +223,17 @@ async def is_configured(page: UiPage, name: str) -> bool:
     return await page.evaluate("(s) => document.querySelector(s)?.dataset.configured === 'true'", card(name))
 
 
+async def save_key(page: UiPage, name: str, value: str) -> None:
+    """Paste `value` for `name`, validate it and save it, checking what the page reports at each step."""
+    await enter_key(page, name, value)
+    validated = await run_card_action(page, name, "Validate", "Valid")
+    assert validated["kind"] == "ok", validated
+    saved = await run_card_action(page, name, "Save", "Saved")
+    assert saved["kind"] == "ok", saved
+    assert await field_value(page, name) == ""
+    assert await is_configured(page, name)
+
+
 # -- dashboard ----------------------------------------------------------------------------
 
 async def panel_state(page: UiPage, panel: str) -> str:
@@ -261,3 +273,84 @@ async def find_in_page(page: UiPage, needles: list[str]) -> dict[str, Any]:
 def texts_containing(texts: dict[str, str], needles: list[str]) -> list[str]:
     """Return the names of the texts that contain any needle."""
     return sorted(name for name, text in texts.items() if any(needle in text for needle in needles))
+
+
+# -- the shared flow ----------------------------------------------------------------------
+
+# A key a user pastes by mistake: validated (and rejected) but never saved.
+WRONG_KEY = "wrong-finnhub-key-000000"
+
+
+async def enter_keys_through_settings(settings: UiPage, providers: FakeProviders) -> None:
+    """Validate a wrong key, then validate and save the three real ones, holding the AI stream."""
+    for name in providers.keys:
+        await wait_for_card(settings, name)
+
+    await enter_key(settings, "FINNHUB_API_KEY", WRONG_KEY)
+    rejected = await run_card_action(settings, "FINNHUB_API_KEY", "Validate", "Invalid")
+    assert rejected["kind"] == "error", rejected
+    assert not await is_configured(settings, "FINNHUB_API_KEY"), "a rejected key was saved"
+
+    await save_key(settings, "FINNHUB_API_KEY", providers.finnhub_key)
+    await save_key(settings, "FRED_API_KEY", providers.fred_key)
+    providers.hold_stream = True
+    await save_key(settings, "GROQ_API_KEY", providers.groq_key)
+    recheck = await run_card_action(settings, "GROQ_API_KEY", "Validate", "Saved key")
+    assert "Valid" in recheck["text"], recheck
+
+
+async def check_dashboard_with_keys(main: UiPage, providers: FakeProviders) -> None:
+    """Check every panel shows the fakes' data and the brief renders each token as it arrives."""
+    await main.click("[data-role=refresh-all]")
+    await wait_for_panel(main, "panel-quotes", "data", f"{QUOTE['c']:.2f}")
+    await wait_for_panel(main, "panel-series", "data")
+    await wait_for_panel(main, "panel-headlines", "data", "Atom headline")
+
+    # The fake holds back word N+1 until the page shows word N, so a page that waited for the
+    # whole answer would never show the first word.
+    words = [token.strip(" -.") for token in BRIEF_TOKENS]
+    for index, word in enumerate(words):
+        shown = await wait_until(main, """(word) => {
+          const text = document.querySelector("#panel-brief [data-role=body]")?.textContent || "";
+          return text.includes(word) ? text : null;
+        }""", word, what=f"brief word {word!r}")
+        early = [later for later in words[index + 1:] if later in shown]
+        assert early == [], f"words shown before the fake sent them: {early}"
+        providers.release_token()
+    await wait_for_panel(main, "panel-brief", "data")
+    assert "Loopback markets were calm today" in await brief_text(main)
+
+    # Each key reached its own upstream, put there by the sidecar, and no other.
+    assert providers.received_key("finnhub", providers.finnhub_key)
+    assert providers.received_key("fred", providers.fred_key)
+    assert providers.received_key("groq", providers.groq_key)
+    assert not providers.received_key("fred", providers.finnhub_key)
+    assert not providers.received_key("groq", providers.fred_key)
+
+
+async def check_window_capabilities(main: UiPage) -> None:
+    """The dashboard window lacks the `secrets` capability, so it cannot store or list keys."""
+    for command, args in (("set_secret", {"name": "FINNHUB_API_KEY", "value": "from-the-dashboard"}),
+                          ("list_secrets", {})):
+        reply = await main.evaluate("""([command, args]) => import("/keyside/bridge.js")
+          .then((bridge) => bridge.invoke(command, args))
+          .then((result) => ({ ok: true, result }), (error) => ({ ok: false, reason: error.reason }))""",
+                                    [command, args])
+        assert reply == {"ok": False, "reason": "window_not_allowed"}, (command, reply)
+
+
+async def read_token(page: UiPage) -> str:
+    """Return the sidecar token the way the bridge gets it, so the proofs can search for it."""
+    session = await page.evaluate(READ_SESSION)
+    assert session.get("ok"), session
+    return session["result"]["token"]
+
+
+async def check_pages_clean(pages: dict[str, UiPage], needles: list[str]) -> None:
+    """Assert no needle is in any page's DOM, JS globals or storage."""
+    for label, page in pages.items():
+        found = await find_in_page(page, needles)
+        assert found["dom"] == [], f"{label}: in the DOM"
+        assert found["globals"] == [], f"{label}: in JS globals at {found['globals']}"
+        assert found["globals_visited"] > 1000, f"{label}: the globals walk stopped early"
+        assert found["storage"] == [], f"{label}: in storage {found['storage_summary']}"

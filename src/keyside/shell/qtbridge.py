@@ -14,6 +14,9 @@ still shows its own origin.
 The navigation guard rejects main-frame and frame navigations to any other origin (Qt 6.2+
 `navigationRequested`), sends clicked links to the host's open_external command, and turns
 requests for new windows (target=_blank, window.open) into open_external calls as well.
+Qt reports a script navigation (`location.href = ...`) as a link click, because Chromium gives
+both the same transition type, so those go to open_external too. A page can call open_external
+itself, so this grants it nothing new; the host's URL checks apply either way.
 """
 
 from __future__ import annotations
