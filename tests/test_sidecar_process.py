@@ -1,7 +1,7 @@
 """The sidecar as a process: bootstrap, handshake, control channel, lifetime and what it exposes.
 
 The 1-second exit bound after stdin closes is enforced inside the sidecar by a watchdog
-(EXIT_DEADLINE_S); the tests here wait a few seconds at most so a loaded machine does not fail them.
+(EXIT_DEADLINE_S). The tests here wait up to a few seconds, so a loaded machine does not fail them.
 """
 
 from __future__ import annotations
@@ -245,7 +245,7 @@ def test_parent_death_signal_stops_sidecar() -> None:
 
 
 def test_parent_killed_closes_stdin() -> None:
-    # Here the killed parent held the only write end, so the sidecar sees end of file.
+    # Here the killed parent had the only write end, so the sidecar reads end of file.
     sidecar = SidecarProcess()
     script = textwrap.dedent(f"""
         import subprocess, sys, time
@@ -295,7 +295,7 @@ def test_new_secret_value_used_and_scrubbed(sidecar: SidecarProcess, upstream: U
     assert sidecar.control({"type": "set_secret", "name": "OPENAI_API_KEY", "value": new_value})["ok"] is True
     try:
         upstream.clear()
-        assert http_status(sidecar, "/api/svc/openai/bearer/x") == 401  # the upstream knows only KEY
+        assert http_status(sidecar, "/api/svc/openai/bearer/x") == 401  # the upstream accepts only KEY
         (received,) = upstream.requests
         assert received.header("Authorization") == f"Bearer {new_value}"
     finally:

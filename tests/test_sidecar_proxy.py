@@ -2,7 +2,7 @@
 proxy, key injection and scrubbing, redirects, streams, the feed proxy and the log file.
 
 Every upstream runs on 127.0.0.1 and records what it received, so each attack case asserts both
-the sidecar's answer and that nothing (or nothing secret) reached an upstream.
+the sidecar's response and that nothing (or nothing secret) reached an upstream.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def sidecar(upstreams: dict[str, UpstreamServer], tmp_path_factory: pytest.TempP
     services = [
         service("bearer", ups["bearer"].origin, secret="BEARER_KEY", inject=bearer(), methods=all_methods,
                 paths=["/bearer/", "/echo/", "/v1/", "/sse", "/leak", "/leak-sse", "/redirect", "/stall",
-                       "/stall-headers", "/gzip", "/status/", "/hostile-headers"],
+                       "/stall-headers", "/stall-body", "/gzip", "/status/", "/hostile-headers"],
                 validate=ValidateSpec("/v1/models")),
         service("header", ups["header"].origin, secret="HEADER_KEY", inject=header("X-Api-Key"),
                 methods=["GET", "POST"], paths=["/header/", "/echo/"]),
@@ -364,6 +364,17 @@ def test_request_body_too_large(sidecar: SidecarProcess, upstreams: dict[str, Up
     assert nothing_received(upstreams)
 
 
+async def test_head_request_has_no_body(sidecar: SidecarProcess, upstreams: dict[str, UpstreamServer],
+                                         client: aiohttp.ClientSession) -> None:
+    clear(upstreams)
+    status, headers, body = await get(client, sidecar, "/api/svc/bearer/echo/x", method="HEAD")
+    assert status == 200
+    assert body == b""
+    assert headers["Content-Type"].startswith("application/json")
+    (received,) = upstreams["bearer"].requests
+    assert received.method == "HEAD"
+
+
 async def test_request_body_forwarded(sidecar: SidecarProcess, upstreams: dict[str, UpstreamServer],
                                       client: aiohttp.ClientSession) -> None:
     clear(upstreams)
@@ -505,6 +516,14 @@ async def test_openai_stream_relayed(sidecar: SidecarProcess, client: aiohttp.Cl
 
 async def test_stalled_headers_time_out(sidecar: SidecarProcess, client: aiohttp.ClientSession) -> None:
     status, _, body = await get(client, sidecar, "/api/svc/bearer/stall-headers")
+    assert status == 504
+    assert error_reason(body) == "timeout_read"
+
+
+async def test_stalled_small_body_times_out(sidecar: SidecarProcess, client: aiohttp.ClientSession) -> None:
+    # A body of announced small length is read whole before anything is sent, so a stall in it
+    # still becomes an error response.
+    status, _, body = await get(client, sidecar, "/api/svc/bearer/stall-body")
     assert status == 504
     assert error_reason(body) == "timeout_read"
 

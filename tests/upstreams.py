@@ -22,6 +22,7 @@ Routes (KEY is the server's `key`; a wrong or missing key gives 401 and never ec
                                            keep_query=1 copies the request query into `copied`
     GET  /stall                            headers and one chunk, then nothing (until the client leaves)
     GET  /stall-headers                    no response at all (until the client leaves)
+    GET  /stall-body                       headers announcing 100 bytes, 10 bytes, then nothing
     GET  /status/<code>                    an empty JSON object with that status
     GET  /hostile-headers                  headers that would act on the caller's origin (cookies, HSTS,
                                            CORS, a Basic prompt, Clear-Site-Data)
@@ -159,6 +160,7 @@ class UpstreamServer:
         app.router.add_get("/redirect", self._redirect)
         app.router.add_get("/stall", self._stall)
         app.router.add_get("/stall-headers", self._stall_headers)
+        app.router.add_get("/stall-body", self._stall_body)
         app.router.add_get("/status/{code:\\d+}", self._status)
         app.router.add_get("/hostile-headers", self._hostile_headers)
         app.router.add_get("/json1k", self._json1k)
@@ -351,6 +353,14 @@ class UpstreamServer:
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request)
         await response.write(b'{"partial": ')
+        await asyncio.sleep(STALL_S)
+        return response
+
+    async def _stall_body(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = 100
+        await response.prepare(request)
+        await response.write(b'{"partial"')
         await asyncio.sleep(STALL_S)
         return response
 

@@ -5,7 +5,7 @@ Every request passes these steps in this order, and a failed step ends it:
     1. Host header names this listener (DNS rebinding defence)      -> 400 / 421
     2. Request target is a plain path                               -> 400
     3. Origin is absent or one of the app's page origins; preflights -> 403, or 204 for a preflight
-    4. GET /api/health answers here, without a token
+    4. GET /api/health is served here, without a token
     5. Token: Authorization: Bearer, or an exec token in the service's SDK key header -> 401
     6. Route: /api/svc/<service>/..., /api/feed, /api/status, /api/traffic -> 403 for exec tokens
        outside their services, 404 for anything else
@@ -77,7 +77,11 @@ class Sidecar:
         await self.clients.close()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Run the pipeline for one request; never raises for a rejected request."""
+        """Run the pipeline for one request.
+
+        A rejected or failed request becomes an error response. Only a client that left
+        (CancelledError, ConnectionError) ends it with an exception.
+        """
         started = time.monotonic()
         started_wall = time.time()
         state = _RequestState()

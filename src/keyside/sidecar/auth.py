@@ -20,7 +20,7 @@ from keyside.sidecar.tokens import TokenGrant, TokenRegistry
 
 logger = logging.getLogger(__name__)
 
-# Failures a client may have in FAILURE_WINDOW_S before its failed requests are slowed; a page
+# Failures a client may have in FAILURE_WINDOW_S before its failed requests are slowed. A page
 # that reloads after a sidecar restart fails a few times with the old token.
 FREE_FAILURES = 5
 FAILURE_WINDOW_S = 60.0

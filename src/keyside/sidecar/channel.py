@@ -3,7 +3,7 @@
 A thread reads stdin, so the same code works where asyncio cannot watch a pipe (Windows). End of
 file means the host exited or died; the reader reports it as None and the sidecar shuts down.
 Stdout is reserved for protocol messages: file descriptor 1 is pointed at stderr once the channel
-holds its own copy, so a stray print can never corrupt or forge a reply.
+has its own copy, so a stray print can never corrupt or forge a reply.
 """
 
 from __future__ import annotations

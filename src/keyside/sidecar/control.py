@@ -46,7 +46,7 @@ def _field(message: dict[str, Any], name: str, kind: type) -> Any:
 
 
 class ControlDispatcher:
-    """Reads control requests from the channel until end of file and answers each one."""
+    """Reads control requests from the channel until end of file and replies to each one."""
 
     def __init__(self, sidecar: Sidecar, channel: ControlChannel):
         self.sidecar = sidecar
@@ -63,7 +63,7 @@ class ControlDispatcher:
         }
 
     async def run(self) -> None:
-        """Answer requests until stdin closes."""
+        """Reply to requests until stdin closes."""
         while True:
             line = await self.channel.next_line()
             if line is None:

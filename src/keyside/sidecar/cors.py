@@ -1,9 +1,10 @@
 """Cross-origin rules: only the app's own page origins may call the sidecar from a browser.
 
 An origin is allowed only by exact match of scheme, host and port, never by pattern, prefix or
-wildcard. A request from any other origin, including `Origin: null` (sandboxed frames, file: pages,
-some redirects), is rejected whole rather than merely left without a CORS grant: a browser sends
-some cross-origin requests (form posts) without a preflight, and they must not reach a route.
+wildcard. A request from any other origin is rejected whole, rather than merely left without a
+CORS grant, because a browser sends some cross-origin requests (form posts) without a preflight
+and they must not reach a route. This includes `Origin: null`, which sandboxed frames, file:
+pages and some redirects send.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from aiohttp import hdrs, web
 from keyside.sidecar.responses import ERROR_HEADER, SidecarHttpError
 
 ALLOWED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE"
-# How long a browser may cache a preflight answer; Chromium caps this at 7200 seconds.
+# How long a browser may cache a preflight response. Chromium caps this at 7200 seconds.
 PREFLIGHT_MAX_AGE_S = 600
 # A requested header name is echoed back only when it is a plain token.
 HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
@@ -56,7 +57,7 @@ class CorsPolicy:
         }
 
     def preflight_headers(self, request: web.BaseRequest, origin: str) -> dict[str, str]:
-        """Return the answer to a preflight from an allowed origin."""
+        """Return the response headers for a preflight from an allowed origin."""
         headers = self.grant_headers(origin)
         headers[hdrs.ACCESS_CONTROL_ALLOW_METHODS] = ALLOWED_METHODS
         headers[hdrs.ACCESS_CONTROL_MAX_AGE] = str(PREFLIGHT_MAX_AGE_S)
@@ -66,7 +67,7 @@ class CorsPolicy:
         if allowed:
             # Echoing is safe because each forwarded header is filtered again on the real request.
             headers[hdrs.ACCESS_CONTROL_ALLOW_HEADERS] = ", ".join(allowed)
-        # Private Network Access: a public page may not call loopback unless the answer allows it.
+        # Private Network Access: a public page may not call loopback unless the response allows it.
         # Only the app's own origins reach this line, so no other page ever gets this grant.
         if request.headers.get("Access-Control-Request-Private-Network", "").lower() == "true":
             headers["Access-Control-Allow-Private-Network"] = "true"

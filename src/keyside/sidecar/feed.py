@@ -45,7 +45,7 @@ async def fetch_feed(request: web.BaseRequest, clients: OutboundClients, keys: K
                      cors_headers: dict[str, str]) -> web.Response:
     """Fetch the feed named by `?url=` and return it with its content type."""
     if request.method not in (hdrs.METH_GET, hdrs.METH_HEAD):
-        raise SidecarHttpError(405, "method_not_allowed", "The feed proxy answers GET only.",
+        raise SidecarHttpError(405, "method_not_allowed", "The feed proxy accepts GET and HEAD only.",
                                headers={hdrs.ALLOW: "GET, HEAD"})
     url = _feed_url(request)
     headers = {hdrs.ACCEPT: FEED_ACCEPT, hdrs.USER_AGENT: FEED_USER_AGENT}
@@ -53,7 +53,7 @@ async def fetch_feed(request: web.BaseRequest, clients: OutboundClients, keys: K
         async with clients.for_feeds().request("GET", url, headers=headers,
                                                max_response_bytes=FEED_MAX_BYTES) as upstream:
             if not 200 <= upstream.status < 300:
-                raise SidecarHttpError(502, "upstream_status", f"The feed server answered {upstream.status}.",
+                raise SidecarHttpError(502, "upstream_status", f"The feed server returned status {upstream.status}.",
                                        fix="check the feed address")
             content_type = upstream.headers.get(hdrs.CONTENT_TYPE, "")
             media_type = content_type.split(";", 1)[0].strip().lower()

@@ -5,8 +5,8 @@ header (such as `anthropic-version` or `openai-beta`) whose name does not look l
 Credentials from the caller (Authorization, cookies, API-key headers, the service's own key
 header) never pass, so the only credential upstream is the one the sidecar injects.
 
-Responses: headers that would act on the sidecar's origin in a browser (cookies, HSTS, CORS,
-authentication prompts, Clear-Site-Data) and framing headers are dropped; the rest are scrubbed.
+Responses: framing headers are dropped, and so are headers that would act on the sidecar's origin
+in a browser (cookies, HSTS, CORS, authentication prompts, Clear-Site-Data). The rest are scrubbed.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The first check on every request: the Host header must name this listener on loopback.
 
 A page on attacker.example can make its own name resolve to 127.0.0.1 (DNS rebinding); the
-browser then sends `Host: attacker.example:PORT`, and only this check tells the request apart
+browser then sends `Host: attacker.example:PORT`, and only this check distinguishes that request
 from one addressed to the sidecar. It runs before CORS and the token, so such a request learns
 nothing else.
 """
@@ -14,7 +14,7 @@ from keyside.sidecar.responses import SidecarHttpError
 
 
 class HostCheck:
-    """The exact Host values this listener answers: 127.0.0.1, localhost and [::1] with its port."""
+    """The exact Host values this listener accepts: 127.0.0.1, localhost and [::1] with its port."""
 
     def __init__(self, port: int):
         self.allowed = frozenset({f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"})

@@ -1,4 +1,4 @@
-"""The secret values the sidecar holds in memory, and every form in which one could leak.
+"""The secret values the sidecar keeps in memory, and every form in which one could leak.
 
 A key leaves the sidecar in the form its service injects it: as is, percent-encoded in a query
 or path, or inside a Basic credential. An upstream that echoes the request sends back that form,
@@ -31,8 +31,8 @@ def leak_forms(value: str) -> set[str]:
 class KeyStore:
     """Secret values by name, with a scrub pattern rebuilt after every change.
 
-    Every value ever stored, and every token, is also added to `redactor`, which masks log lines;
-    values are never removed from it, so a line about a deleted key is still masked.
+    Every value ever stored is also added to `redactor`, which masks log lines. Values are never
+    removed from it, so a line about a deleted key is still masked.
     """
 
     def __init__(self, services: dict[str, ServiceSpec], redactor: Redactor,

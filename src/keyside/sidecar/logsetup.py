@@ -34,7 +34,7 @@ def _reset_root(level: str) -> logging.Logger:
 
 
 def configure_early_logging(redactor: Redactor) -> None:
-    """Log warnings to stderr until the bootstrap says where logs go."""
+    """Log warnings to stderr until the bootstrap names the log folder."""
     root = _reset_root("WARNING")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))

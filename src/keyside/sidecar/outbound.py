@@ -18,7 +18,7 @@ from keyside.sidecar.responses import SidecarHttpError
 
 logger = logging.getLogger(__name__)
 
-# Guard reasons that mean the upstream did not answer in time.
+# Guard reasons that mean the upstream did not respond in time.
 TIMEOUT_REASONS = frozenset({"timeout_connect", "timeout_read", "timeout_total"})
 # Guard reasons that mean the upstream could not be reached or sent something broken.
 UNREACHABLE_REASONS = frozenset({"connect_failed", "upstream_failed", "tls_failed", "tls_certificate",

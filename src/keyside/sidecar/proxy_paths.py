@@ -2,9 +2,9 @@
 
 The caller picks the path, never the destination, so the path must not be able to climb out of
 the service's allowed prefixes once an upstream decodes it. Checks run on the raw, still-encoded
-path, because that is what the upstream receives: dot segments, encoded dots, slashes, backslashes
-and percent signs, doubled slashes and control characters are all rejected outright rather than
-normalised, since servers disagree on how to normalise them.
+path, because that is what the upstream receives. Dot segments, doubled slashes, control
+characters and escapes of dots, slashes, backslashes and percent signs are rejected outright
+rather than normalised, because servers disagree on how to normalise them.
 """
 
 from __future__ import annotations

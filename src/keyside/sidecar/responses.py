@@ -16,7 +16,7 @@ from keyside.errors import KeysideError
 
 ERROR_HEADER = "X-Keyside-Error"
 # Sent on every response. The sandbox CSP keeps a proxied HTML or SVG body from running script in
-# the sidecar's origin if someone opens it as a page; no-store keeps bodies out of browser caches.
+# the sidecar's origin if someone opens it as a page. no-store keeps bodies out of browser caches.
 SECURITY_HEADERS: Mapping[str, str] = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; sandbox",
     "X-Content-Type-Options": "nosniff",

@@ -2,7 +2,7 @@
 
 Lifetime rules: the sidecar lives exactly as long as its host. End of file on stdin (the host
 exited or died) stops it within EXIT_DEADLINE_S; on Linux the parent-death signal is a second line
-of defence for a host killed while something else holds the pipe open.
+of defence for a host killed while another process keeps the pipe open.
 """
 
 from __future__ import annotations
@@ -158,6 +158,6 @@ def main(parent_death_signal_error: str | None = None) -> int:
         code = EXIT_OK
     logging.shutdown()
     sys.stderr.flush()
-    # The stdin reader thread may still be blocked in a read that holds the stdin buffer's lock;
-    # a normal interpreter shutdown would then abort, so the process ends here instead.
+    # The stdin reader thread may still be blocked in a read and own the stdin buffer's lock. A
+    # normal interpreter shutdown would then abort, so the process ends here.
     os._exit(code)

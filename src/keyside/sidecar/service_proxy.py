@@ -1,8 +1,10 @@
 """`/api/svc/<service>/<path>`: forward an authenticated call to the service's fixed upstream.
 
-Steps, in order: the service exists and the token may use it; the method and path are allowed;
-the URL carries no token; the key is configured; the caller's headers are filtered; the key is
-injected; the guard sends the request; the response streams back with secrets scrubbed.
+Steps, in order:
+  1. The token may use the service, the method is allowed and the URL carries no token.
+  2. The path is plain and under an allowed prefix, and the query has no control characters.
+  3. The key is configured, the caller's headers are filtered and the key is injected.
+  4. The guard sends the request, and the response comes back with secrets scrubbed.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import hdrs, web
+from multidict import CIMultiDict
 
 from keyside.guard import GuardDenied, GuardedResponse
 from keyside.manifest import ServiceSpec
@@ -27,6 +30,8 @@ logger = logging.getLogger(__name__)
 # gets a Content-Length. 32 MiB covers JSON calls and the audio and image uploads of model APIs.
 MAX_REQUEST_BODY_BYTES = 32 * 1024 * 1024
 NO_BODY_STATUSES = frozenset({204, 304})
+# Bodies up to this declared length are read whole and sent with a Content-Length.
+MAX_WHOLE_BODY_BYTES = 64 * 1024
 
 
 class ServiceProxy:
@@ -36,13 +41,6 @@ class ServiceProxy:
         self.keys = keys
         self.tokens = tokens
         self.clients = clients
-
-    def service_for(self, name: str) -> ServiceSpec:
-        service = self.services.get(name)
-        if service is None:
-            raise SidecarHttpError(404, "unknown_service", f"No service is named {name!r}.",
-                                   fix="use a service name from the app's keyside.toml")
-        return service
 
     async def forward(self, request: web.BaseRequest, grant: TokenGrant, service: ServiceSpec, path: str,
                       query: str, cors_headers: dict[str, str]) -> web.StreamResponse:
@@ -87,7 +85,7 @@ class ServiceProxy:
             raise outbound_error(error) from None
 
     def _reject_token_in_url(self, path: str, query: str) -> None:
-        # A token in a URL reaches the upstream and its logs; refuse it rather than forward it.
+        # A token in a URL would reach the upstream and its logs, so the request is rejected.
         for token in self.tokens.values():
             if token in path or token in query:
                 raise SidecarHttpError(400, "token_in_url", "The URL contains a sidecar token.",
@@ -96,14 +94,16 @@ class ServiceProxy:
     async def _relay(self, request: web.BaseRequest, service: ServiceSpec, upstream: GuardedResponse,
                      cors_headers: dict[str, str]) -> web.StreamResponse:
         pattern = self.keys.pattern
-        response = web.StreamResponse(status=upstream.status)
-        response.headers.extend(response_headers(upstream.headers.items(), pattern))
-        response.headers.update(SECURITY_HEADERS)
-        response.headers.update(cors_headers)
-        await response.prepare(request)
+        headers = response_headers(upstream.headers.items(), pattern)
+        headers.update(SECURITY_HEADERS)
+        headers.update(cors_headers)
         if request.method == hdrs.METH_HEAD or upstream.status in NO_BODY_STATUSES:
-            return response
+            return web.Response(status=upstream.status, headers=headers)
+        if _is_small_document(upstream):
+            return await self._relay_whole(service, upstream, headers)
 
+        response = web.StreamResponse(status=upstream.status, headers=headers)
+        await response.prepare(request)
         scrubber = pattern.stream()
         try:
             async for chunk in upstream.iter_chunks():
@@ -114,8 +114,8 @@ class ServiceProxy:
             if tail:
                 await response.write(tail)
         except GuardDenied as error:
-            # The status line is already sent; cutting the connection tells the client the body
-            # is incomplete, where a clean end would pass a truncated body off as whole.
+            # The status line is already sent. Cutting the connection shows the client that the
+            # body is incomplete, where a clean end would pass a truncated body off as whole.
             logger.warning("upstream body failed service=%s reason=%s", service.name, error.reason)
             _abort(request)
             return response
@@ -124,6 +124,28 @@ class ServiceProxy:
             return response
         await response.write_eof()
         return response
+
+    async def _relay_whole(self, service: ServiceSpec, upstream: GuardedResponse,
+                           headers: CIMultiDict[str]) -> web.Response:
+        # Nothing is sent yet, so a failure here still becomes a proper error response.
+        try:
+            body = b"".join([chunk async for chunk in upstream.iter_chunks()])
+        except GuardDenied as error:
+            logger.warning("upstream body failed service=%s reason=%s", service.name, error.reason)
+            raise outbound_error(error) from None
+        return web.Response(status=upstream.status, headers=headers, body=self.keys.pattern.scrub_bytes(body))
+
+
+def _is_small_document(upstream: GuardedResponse) -> bool:
+    """Return True for a body of known small length that is not an event stream.
+
+    Such a body (most JSON API responses) is read whole and sent in one write with its exact
+    length, which costs less than chunked relaying. Everything else streams chunk by chunk.
+    """
+    declared = upstream.headers.get(hdrs.CONTENT_LENGTH, "")
+    if not declared.isdigit() or int(declared) > MAX_WHOLE_BODY_BYTES:
+        return False
+    return not upstream.headers.get(hdrs.CONTENT_TYPE, "").startswith("text/event-stream")
 
 
 async def _read_body(request: web.BaseRequest) -> bytes | None:

@@ -18,7 +18,7 @@ MAX_PRESENTED_CHARS = 1024
 
 @dataclass(frozen=True)
 class TokenGrant:
-    """What a matched token allows: every route (the UI token) or the listed services only."""
+    """The routes a matched token opens: every route for the UI token, or its listed services."""
 
     token_id: str
     services: frozenset[str] | None  # None for the UI token

@@ -3,7 +3,7 @@
 The host sends `validate` with a service name and a candidate value. The sidecar injects the
 candidate into the service's declared probe (method, path, expected status) and reports:
 
-    valid        the upstream answered the expected status
+    valid        the upstream returned the expected status
     invalid      401 or 403 (key_rejected), or another 4xx (unexpected_status)
     unreachable  no answer, a timeout, a guard denial, 429 or a 5xx: the key's validity is unknown
 """
