@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -217,4 +220,43 @@ async def test_link_printed_without_browser(tmp_path: Path, providers: FakeProvi
     assert code not in run.stderr
     assert texts_containing(run.log_texts(), [code]) == []
     assert not run.recorded_urls()
+    assert status == 0
+
+
+# The bridge's own request to the sidecar, as a page makes it; resolves with the status it got.
+FETCH_QUOTE = """() => import("/keyside/bridge.js")
+  .then((bridge) => bridge.api.fetch("finnhub", "/api/v1/quote?symbol=AAPL"))
+  .then(async (response) => ({ status: response.status, body: await response.text() }),
+        (error) => ({ error: error.reason }))"""
+
+
+async def test_sidecar_restart_refreshes_token(tmp_path: Path, providers: FakeProviders, chromium: Any) -> None:
+    run = await KeysideRun(tmp_path, "--browser").start()
+    context = await chromium.new_context()
+    observed = Observed(context)
+    try:
+        main_url = await run.next_url()
+        page = await context.new_page()
+        await page.goto(main_url)
+        main = PlaywrightUiPage(page)
+        await wait_for_panel(main, "panel-quotes", "missing")
+        before = await main.evaluate(FETCH_QUOTE)
+        first = re.search(r"sidecar ready pid=(\d+) port=(\d+)", run.stderr)
+
+        # The sidecar dies; the host starts a new one with a new token on the same port.
+        os.kill(int(first.group(1)), signal.SIGKILL)
+        restarted = await run.wait_for_output(rf"sidecar ready pid=(?!{first.group(1)}\b)\d+ port=\d+")
+        after = await main.evaluate(FETCH_QUOTE)
+    finally:
+        await context.close()
+        status = await run.stop()
+
+    # Before and after the restart the sidecar answers the page itself (424: no key stored).
+    assert before["status"] == 424
+    assert restarted.endswith(f"port={first.group(2)}")
+    assert after["status"] == 424, after
+    # In between, the old token got a 401 once and the bridge fetched the new one.
+    quote_statuses = [r.status for r in observed.responses if "/api/svc/finnhub/api/v1/quote" in r.url]
+    assert 401 in quote_statuses
+    assert quote_statuses[-1] == 424
     assert status == 0

@@ -118,6 +118,7 @@ async def window_page(run: KeysideRun, devtools: CdpBrowser, label: str) -> CdpP
 async def test_desktop_flow_keys_stay_out(tmp_path: Path, xvfb: str, providers: FakeProviders) -> None:
     async with desktop_app(tmp_path, xvfb) as (run, devtools):
         assert "browser mode" not in run.stderr
+        assert "QTWEBENGINE_REMOTE_DEBUGGING is set" in run.stderr
         main_cdp = await window_page(run, devtools, "main")
         main = CdpUiPage(main_cdp)
         await wait_for_panel(main, "panel-quotes", "missing")

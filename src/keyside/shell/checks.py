@@ -12,6 +12,7 @@ import sys
 
 from keyside.cli.doctor import OK, WARN, Check
 from keyside.shell.display import (
+    Finding,
     desktop_finding,
     display_finding,
     missing_qt_libraries,
@@ -23,33 +24,30 @@ from keyside.shell.display import (
 
 def checks(args: argparse.Namespace) -> list[Check]:
     """Return the desktop and browser-mode checks for this machine."""
-    results = [_display_check(), _pywebview_check()]
+    results = [_display_check(), _pywebview_check(), _qt_check()]
     if sys.platform.startswith("linux"):
-        results.extend([_qt_check(), _qt_libraries_check(), _sandbox_check()])
+        results.extend([_qt_libraries_check(), _sandbox_check()])
     results.append(_browser_check())
     results.append(_mode_check())
     return results
 
 
-def _display_check() -> Check:
-    finding = display_finding()
+def _from_finding(name: str, finding: Finding, consequence: str) -> Check:
     if finding.ok:
-        return Check("display", OK, finding.detail)
-    return Check("display", WARN, f"{finding.detail}: `keyside run` will use browser mode", finding.fix)
+        return Check(name, OK, finding.detail)
+    return Check(name, WARN, f"{finding.detail}: {consequence}", finding.fix)
+
+
+def _display_check() -> Check:
+    return _from_finding("display", display_finding(), "`keyside run` will use browser mode")
 
 
 def _pywebview_check() -> Check:
-    finding = pywebview_finding()
-    if finding.ok:
-        return Check("pywebview", OK, finding.detail)
-    return Check("pywebview", WARN, f"{finding.detail}: no native windows", finding.fix)
+    return _from_finding("pywebview", pywebview_finding(), "no native windows")
 
 
 def _qt_check() -> Check:
-    finding = qt_finding()
-    if finding.ok:
-        return Check("qt webengine", OK, finding.detail)
-    return Check("qt webengine", WARN, f"{finding.detail}: no native windows", finding.fix)
+    return _from_finding("qt webengine", qt_finding(), "no native windows")
 
 
 def _qt_libraries_check() -> Check:

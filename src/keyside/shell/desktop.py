@@ -11,6 +11,8 @@ bridge uses the Qt web channel directly (see keyside.shell.qtbridge for why).
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +25,8 @@ from keyside.shell.pages import PageServer
 
 logger = logging.getLogger(__name__)
 
+# Qt WebEngine serves DevTools on this address when the variable is set (tests use it).
+REMOTE_DEBUGGING_ENV = "QTWEBENGINE_REMOTE_DEBUGGING"
 # Worker threads for page calls across all windows; each window is also capped at
 # MAX_CONCURRENT_CALLS in flight by its bridge.
 CALL_WORKERS = 8
@@ -45,6 +49,12 @@ class DesktopShell:
         """Open the main window and run the GUI loop until the main window is closed."""
         import webview
 
+        debug_address = os.environ.get(REMOTE_DEBUGGING_ENV)
+        if debug_address:
+            # Qt WebEngine then serves DevTools, and whoever connects controls every window.
+            logger.warning("remote debugging is on env=%s address=%s", REMOTE_DEBUGGING_ENV, debug_address)
+            print(f"keyside: warning: {REMOTE_DEBUGGING_ENV} is set, so any local process that connects to "
+                  f"{debug_address} can read and control these windows.", file=sys.stderr, flush=True)
         self._create(self._main_label)
         try:
             # private_mode keeps cookies, storage and cache in memory, so no page data is

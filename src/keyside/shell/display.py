@@ -1,4 +1,4 @@
-"""Whether native windows can open here: a display, pywebview and its Qt backend on Linux.
+"""Whether native windows can open here: a display, pywebview and its Qt backend.
 
 `keyside run` uses this to fall back to browser mode, and `keyside doctor` to say what to
 install. Each finding is a `Finding` with a reason name and, when something is missing, a fix.
@@ -35,7 +35,7 @@ QT_XCB_LIBRARIES = {
 X11_SOCKET_DIR = "/tmp/.X11-unix"  # noqa: S108 - the fixed X11 convention, not a temporary file
 # Browsers `keyside run --browser` can open when no $BROWSER is set, in order of preference.
 SYSTEM_BROWSERS = ("xdg-open", "sensible-browser", "x-www-browser", "chromium", "google-chrome", "firefox")
-# Qt bindings pywebview's Qt backend can use (through qtpy), in its order of preference.
+# Qt bindings with Qt WebEngine that pywebview's Qt backend can load through qtpy.
 QT_WEBENGINE_MODULES = ("PyQt6.QtWebEngineWidgets", "PySide6.QtWebEngineWidgets",
                         "PyQt5.QtWebEngineWidgets", "PySide2.QtWebEngineWidgets")
 
@@ -96,19 +96,15 @@ def pywebview_finding() -> Finding:
     return Finding(True, "pywebview_ok", f"pywebview {version}")
 
 
-def qt_finding(*, import_module: bool = True) -> Finding:
-    """Return whether a Qt WebEngine binding is importable (the backend pywebview uses on Linux).
+def qt_finding() -> Finding:
+    """Return whether a Qt WebEngine binding imports (the pywebview backend the shell uses).
 
-    With `import_module`, the module is imported, which loads the Qt libraries and so also
-    finds missing system libraries; that takes about a second, so doctor does it and run does it
-    only when it is about to open windows anyway.
+    Importing loads the Qt libraries, so a missing system library shows up here too.
     """
     for name in QT_WEBENGINE_MODULES:
         package = name.split(".", 1)[0]
         if importlib.util.find_spec(package) is None:
             continue
-        if not import_module:
-            return Finding(True, "qt_ok", f"{package} is installed")
         try:
             importlib.import_module(name)
         except Exception as error:  # noqa: BLE001 - an ImportError or a missing shared library
@@ -146,12 +142,12 @@ def system_browser(environ: dict[str, str] | None = None, platform: str = sys.pl
 
 
 def desktop_finding(environ: dict[str, str] | None = None, platform: str = sys.platform) -> Finding:
-    """Return whether `keyside run` can open native windows; the first missing piece decides."""
-    for finding in (display_finding(environ, platform), pywebview_finding()):
-        if not finding.ok:
-            return finding
-    if platform.startswith("linux"):
-        finding = qt_finding()
+    """Return whether `keyside run` can open native windows; the first missing piece decides.
+
+    The shell drives pywebview's Qt backend on every platform (its bridge uses the Qt web
+    channel), so Qt WebEngine is required on macOS and Windows as well.
+    """
+    for finding in (display_finding(environ, platform), pywebview_finding(), qt_finding()):
         if not finding.ok:
             return finding
     return Finding(True, "desktop_ok", "native windows are available")

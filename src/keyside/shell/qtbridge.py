@@ -185,13 +185,15 @@ def attach(browser_view: Any, label: str, origin: str, submit: SubmitCall, open_
     def current_url() -> str:
         return view.url().toString()
 
-    bridge = ChannelBridge(label, origin, current_url, submit)
-    browser_view.channel.registerObject("keyside", bridge)
-
+    # The guard is connected before the bridge exists: a Qt without navigationRequested (before
+    # 6.2) raises here, and the window then has no bridge at all rather than one without a guard.
     guard = NavigationGuard(label, origin, current_url, open_external)
     page.navigationRequested.connect(guard.on_navigation_requested)
     # pywebview's createWindow() returns page.nav_handler for target=_blank and window.open.
     page.nav_handler = NewWindowCatcher(page.profile(), guard.on_new_window)
+
+    bridge = ChannelBridge(label, origin, current_url, submit)
+    browser_view.channel.registerObject("keyside", bridge)
 
     # Qt holds no Python reference to these; keep them alive as long as the window.
     browser_view.keyside_parts = (bridge, guard, page.nav_handler)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import sys
 import threading
 import webbrowser
@@ -21,7 +22,7 @@ from keyside.host.ipc import build_command
 from keyside.manifest import LABEL_PATTERN, Manifest
 from keyside.shell.browser import BrowserGate
 from keyside.shell.display import Finding, desktop_finding, system_browser
-from keyside.shell.pages import PageServer, origin_of
+from keyside.shell.pages import LOOPBACK_HOST, PageServer, origin_of
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,19 @@ def shell_commands(open_window: Callable[[str], None], app_commands: CommandRegi
     return registry
 
 
+def reserve_loopback_port() -> int:
+    """Return a loopback port that was free a moment ago, for the sidecar's preferred port.
+
+    Pages allow connections to the sidecar's origin in their CSP, which is fixed when a page
+    loads. A restarted sidecar asks for the same port first, so open pages keep working; if
+    another process took it in between, the sidecar falls back to a new port and the bridge
+    reports `sidecar_moved` until the page is reloaded.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK_HOST, 0))
+        return sock.getsockname()[1]
+
+
 def default_url_opener(url: str) -> bool:
     """Open `url` with the system browser when there is one; return False to have it printed."""
     if system_browser() is None:
@@ -105,6 +119,7 @@ class AppShell:
         self.url_opener = url_opener or default_url_opener
         self.main_label = main_window_label(manifest)
         self.mode, self.fallback = choose_mode(mode)
+        host_options.setdefault("preferred_port", reserve_loopback_port())
         self.host = Host(manifest, vault, commands=shell_commands(self.open_window), **host_options)
         self.gate = BrowserGate(self.host.invoke) if self.mode == "browser" else None
         self.pages = PageServer(manifest, mode=self.mode, sidecar_origin=self._sidecar_origin, gate=self.gate)
