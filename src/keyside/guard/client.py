@@ -276,7 +276,7 @@ class GuardedClient:
             response = await self._send(method, url, headers, data, follow_redirects, max_response_bytes,
                                         sensitive_headers, sensitive_query_params, sensitive_values)
         except GuardDenied as error:
-            logger.warning("request denied reason=%s method=%s %s", error.reason, method, _host_of(url))
+            logger.warning("outbound request failed reason=%s method=%s %s", error.reason, method, _host_of(url))
             raise
         try:
             yield response
