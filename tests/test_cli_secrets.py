@@ -7,8 +7,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import pty
+import select
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -284,3 +287,83 @@ def test_passphrase_fd_too_long():
     os.close(write_end)
     with pytest.raises(UsageError):
         read_line_from_fd(read_end)
+
+
+class Terminal:
+    """`keyside` on a pseudo-terminal, as a user at a keyboard runs it: getpass prompts on /dev/tty."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None):
+        full_env = os.environ.copy()
+        full_env.pop(PASSPHRASE_ENV, None)
+        full_env.update(env or {})
+        self.transcript = b""
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: its controlling terminal is the pseudo-terminal
+            try:
+                os.execve(sys.executable, [sys.executable, "-m", "keyside", *args], full_env)  # noqa: S606
+            finally:
+                os._exit(127)  # never return into the test runner from the forked child
+
+    def expect(self, text: str, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while text.encode() not in self.transcript:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"timed out waiting for {text!r}; transcript: {self.transcript!r}"
+            ready, _, _ = select.select([self.fd], [], [], remaining)
+            if ready:
+                self.transcript += self._read()
+
+    def type_line(self, text: str) -> None:
+        os.write(self.fd, text.encode() + b"\n")
+
+    def wait(self, timeout_s: float = 30) -> int:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = self._read() if ready else b""
+            if not chunk:
+                break
+            self.transcript += chunk
+        _, status = os.waitpid(self.pid, 0)
+        os.close(self.fd)
+        return os.waitstatus_to_exitcode(status)
+
+    def _read(self) -> bytes:
+        try:
+            return os.read(self.fd, 4096)
+        except OSError:  # EIO once the child has closed the terminal
+            return b""
+
+
+def test_hidden_prompt_stores_value(app_dir, vault_file):
+    terminal = Terminal("secrets", "set", "BETA_KEY", "--app", str(app_dir), "--vault", "file",
+                        "--vault-file", str(vault_file), env={PASSPHRASE_ENV: PASSPHRASE})
+    terminal.expect("Value for BETA_KEY (input hidden): ")
+    terminal.type_line(f"  {SECRET_VALUE}  ")
+    assert terminal.wait() == 0
+    assert b"Stored BETA_KEY" in terminal.transcript
+    assert SECRET_VALUE[:LEAK_WINDOW_CHARS].encode() not in terminal.transcript
+    stored = Vault(load_manifest(app_dir), FileStore(vault_file, PASSPHRASE)).get("BETA_KEY")
+    assert stored == SECRET_VALUE
+
+
+@pytest.mark.parametrize(("case", "repeated", "exit_code"), [
+    ("matching", PASSPHRASE, 0),
+    ("mismatch", "a different passphrase", 1),
+])
+def test_new_file_vault_passphrase_prompts(app_dir, tmp_path, case, repeated, exit_code):
+    vault_path = tmp_path / "new.enc"
+    terminal = Terminal("secrets", "set", "ALPHA_KEY", "--app", str(app_dir), "--vault", "file",
+                        "--vault-file", str(vault_path))
+    terminal.expect("New passphrase for the file vault")
+    terminal.type_line(PASSPHRASE)
+    terminal.expect("Repeat the passphrase: ")
+    terminal.type_line(repeated)
+    if exit_code == 0:
+        terminal.expect("Value for ALPHA_KEY (input hidden): ")
+        terminal.type_line(SECRET_VALUE)
+    assert terminal.wait() == exit_code
+    assert PASSPHRASE.encode() not in terminal.transcript
+    assert vault_path.exists() is (exit_code == 0)
+    if exit_code == 1:
+        assert b"passphrases differ" in terminal.transcript
