@@ -1,20 +1,23 @@
 """Tests for the bundled monitor app and the hello example.
 
-Three layers: the manifests load and bind each key to the right upstream and injection;
-the pages obey the Content-Security-Policy the page server sends (same-origin files only,
-no inline script, style or event handlers, no HTML sinks or browser storage in the JS);
-and the pages behave in Chromium. The browser tests serve the pages from loopback with that
-CSP and a stub bridge module whose host commands and sidecar routes are answered by this
-test's own aiohttp server, so each panel state (data, missing key, rejected key, offline)
-can be produced on demand without the real shell.
+Four layers: the manifests load and bind each key to the right upstream and injection; the
+pages obey the Content-Security-Policy the page server sends (same-origin files only, no
+inline script, style or event handlers, no HTML sinks or browser storage in the JS); the
+pages work in Chromium under `keyside run --browser` with the real host and sidecar, against
+fake providers on loopback (missing, saved, rejected and offline keys); and the page logic
+(SSE and feed parsing, failure classification) runs in Chromium against a stub bridge, which
+also produces the few states the real stack gives only with effort.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import secrets
 import shutil
+import socket
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator
@@ -29,6 +32,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from conftest import need
+from e2e.session import KeysideRun
 from keyside.manifest import Manifest, bundled_app_dir, load_manifest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -345,31 +349,7 @@ def test_css_loads_nothing(case: tuple[str, Path]) -> None:
         assert value.strip("\"' ").startswith("data:"), value
 
 
-# --- Browser tests: a stub host and sidecar on loopback -------------------------------------
-
-# The bridge module the pages import, for these tests only: invoke() posts to the stub host
-# and api.fetch()/api.feed() call the stub sidecar routes, keeping the real bridge's contract
-# (Responses from the sidecar; KeysideError with .reason for host errors).
-STUB_BRIDGE_JS = """
-export class KeysideError extends Error {
-  constructor(reason, message) { super(message); this.name = "KeysideError"; this.reason = reason; }
-}
-export async function invoke(command, args) {
-  const response = await fetch("/stub/ipc", {
-    method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ command, args }),
-  });
-  const body = await response.json();
-  if (!body.ok) { throw new KeysideError(body.error.reason, body.error.message); }
-  return body.result;
-}
-export const api = {
-  fetch(service, path, init = {}) { return fetch(`/stub/svc/${service}${path}`, init); },
-  feed(url, init = {}) { return fetch(`/stub/feed?url=${encodeURIComponent(url)}`, init); },
-};
-const listeners = [];
-export function onSidecarState(callback) { listeners.push(callback); }
-"""
+# --- Browser tests: shared pieces -----------------------------------------------------------
 
 # Collects CSP violations in the page, so a test can assert the pages trigger none.
 CSP_LISTENER_JS = """
@@ -378,144 +358,13 @@ document.addEventListener("securitypolicyviolation",
   (event) => window.__cspViolations.push(`${event.violatedDirective} ${event.blockedURI}`));
 """
 
-FEED_URLS = {
-    "rss": "https://feeds.test/business.rss",
-    "atom": "https://feeds.test/tech.atom",
-    "rdf": "https://feeds.test/digest.rdf",
-}
 BRIEF_TOKENS = ["- Rates", " held", " steady", " while", " chip", " makers", " rallied."]
-# Released to the page before the stream waits for the test (see StubHost.stream_gate).
+# Tokens a held stream sends before it waits for the test (see FakeUpstreams.stream_gate).
 BRIEF_TOKENS_BEFORE_GATE = 3
 
 
-def sidecar_error(status: int, reason: str, message: str) -> web.Response:
-    return web.json_response({"error": {"reason": reason, "message": message}}, status=status)
-
-
-@dataclass
-class StubHost:
-    """The host commands and sidecar routes the pages call, with switchable behaviour.
-
-    `behaviour[service]` is "data", "invalid" (the upstream answers 401), "unreachable"
-    (the sidecar reports upstream_unreachable) or "rate_limited" (429 from the upstream).
-    A keyed service whose secret is not in `secrets` answers like the sidecar:
-    424 secret_not_configured.
-    """
-
-    manifest: Manifest
-    secrets: dict[str, str] = field(default_factory=dict)
-    behaviour: dict[str, str] = field(default_factory=dict)
-    feeds: dict[str, str] = field(default_factory=dict)  # url -> data file name, or "unreachable"
-    ui_overrides: dict[str, Any] = field(default_factory=dict)
-    opened: list[str] = field(default_factory=list)
-    requests: list[tuple[str, str]] = field(default_factory=list)  # (service, path with query)
-    commands: list[dict[str, Any]] = field(default_factory=list)
-    stream_gate: asyncio.Event | None = None
-    last_validation: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    # Host commands.
-
-    def app_config(self) -> dict[str, Any]:
-        ui = {**self.manifest.ui, **self.ui_overrides}
-        return {
-            "app": {"id": self.manifest.app_id, "name": self.manifest.name},
-            "ui": ui,
-            "services": [{"name": name, "secret": spec.secret} for name, spec in self.manifest.services.items()],
-            "windows": [{"label": label, "page": spec.page, "title": spec.title}
-                        for label, spec in self.manifest.windows.items()],
-        }
-
-    def run_command(self, command: str, args: dict[str, Any]) -> Any:
-        self.commands.append({"command": command, "args": args})
-        if command == "app_config":
-            return self.app_config()
-        if command == "runtime_info":
-            return {"os": "Linux", "python": "3.11", "keyside": "0.1.0", "sidecar": {"state": "ready", "reason": None}}
-        if command == "list_secrets":
-            return [{"name": name, "description": spec.description, "configured": name in self.secrets,
-                     "last_validation": self.last_validation.get(name)}
-                    for name, spec in self.manifest.secrets.items()]
-        if command == "set_secret":
-            self.secrets[args["name"]] = args["value"]
-            return None
-        if command == "delete_secret":
-            return self.secrets.pop(args["name"], None) is not None
-        if command == "validate_secret":
-            value = args.get("value", self.secrets.get(args["name"]))
-            result = {"result": "valid" if value and value.startswith("good-") else "invalid",
-                      "reason": "accepted" if value and value.startswith("good-") else "upstream_status"}
-            self.last_validation[args["name"]] = {**result, "at": "2025-06-03T12:00:00Z"}
-            return result
-        if command == "open_external":
-            self.opened.append(args["url"])
-            return None
-        raise LookupError(command)
-
-    async def ipc(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        try:
-            result = self.run_command(body["command"], body.get("args", {}))
-        except LookupError:
-            return web.json_response({"ok": False, "error": {"reason": "unknown_command",
-                                                             "message": f"Unknown command {body['command']!r}."}})
-        return web.json_response({"ok": True, "result": result})
-
-    # Sidecar routes.
-
-    async def service(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["service"]
-        path = "/" + request.match_info["tail"]
-        self.requests.append((name, request.path_qs.split(f"/stub/svc/{name}", 1)[1]))
-        spec = self.manifest.services.get(name)
-        if spec is None:
-            return sidecar_error(404, "unknown_service", f"No service named {name!r}.")
-        if spec.secret and spec.secret not in self.secrets:
-            return sidecar_error(424, "secret_not_configured", f"{spec.secret} is not set.")
-        behaviour = self.behaviour.get(name, "unreachable" if spec.secret is None else "data")
-        if behaviour == "unreachable":
-            return sidecar_error(502, "upstream_unreachable", f"{spec.upstream} cannot be reached.")
-        if behaviour == "invalid":
-            return web.json_response({"error": "Invalid API key."}, status=401)
-        if behaviour == "rate_limited":
-            return web.json_response({"error": "API limit reached."}, status=429)
-        return await self.service_data(request, name, path)
-
-    async def service_data(self, request: web.Request, name: str, path: str) -> web.StreamResponse:
-        if name == "finnhub" and path == "/api/v1/quote":
-            return web.json_response(fake_quote(request.query["symbol"]))
-        if name == "fred" and path == "/fred/series/observations":
-            return web.json_response(fake_observations())
-        if name == "fred" and path == "/fred/series":
-            return web.json_response({"seriess": [{"id": request.query["series_id"], "title": "Unemployment Rate",
-                                                   "units": "Percent"}]})
-        if path.endswith("/chat/completions") and request.method == "POST":
-            return await self.chat_stream(request)
-        if name == "github" and path == "/user":
-            return web.json_response({"login": "octocat", "name": "The Octocat"})
-        return web.json_response({"error": "not found"}, status=404)
-
-    async def chat_stream(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        assert body["stream"] is True
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        for index, token in enumerate(BRIEF_TOKENS):
-            if index == BRIEF_TOKENS_BEFORE_GATE and self.stream_gate is not None:
-                await self.stream_gate.wait()
-            chunk = {"choices": [{"index": 0, "delta": {"content": token}}]}
-            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-        return response
-
-    async def feed(self, request: web.Request) -> web.Response:
-        source = self.feeds.get(request.query["url"], "unreachable")
-        if source == "unreachable":
-            return sidecar_error(502, "dns_failed", "The feed host name does not resolve.")
-        return web.Response(body=(DATA / source).read_bytes(), content_type="application/xml")
-
-
 def fake_quote(symbol: str) -> dict[str, Any]:
+    """A Finnhub quote; Finnhub answers an unknown symbol with zeros, as ZZZZ does here."""
     if symbol == "ZZZZ":
         return {"c": 0, "d": None, "dp": None, "h": 0, "l": 0, "o": 0, "pc": 0, "t": 0}
     base = 100 + sum(map(ord, symbol)) % 50
@@ -530,48 +379,24 @@ def fake_observations() -> dict[str, Any]:
     return {"observations": observations}
 
 
-@dataclass
-class Site:
-    base: str
-    host: StubHost
+async def stream_chat(request: web.Request, gate: asyncio.Event | None) -> web.StreamResponse:
+    """Answer a chat completion with stream=true as server-sent events, one token per event.
 
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def site() -> AsyncIterator[Site]:
-    """Serve the monitor pages, the stub bridge and the stub host on an OS-assigned loopback port."""
-    host = StubHost(manifest=load_manifest("monitor"),
-                    feeds={FEED_URLS["rss"]: "monitor_feed_rss.xml", FEED_URLS["atom"]: "monitor_feed_atom.xml"},
-                    ui_overrides={"feeds": [FEED_URLS["rss"], FEED_URLS["atom"]]})
-    runner, base = await serve(host, host.manifest.pages_dir)
-    try:
-        yield Site(base, host)
-    finally:
-        await runner.cleanup()
-
-
-async def serve(host: StubHost, pages: Path) -> tuple[web.AppRunner, str]:
-    @web.middleware
-    async def security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
-        response = await handler(request)
-        response.headers["Content-Security-Policy"] = CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        return response
-
-    async def bridge(_: web.Request) -> web.Response:
-        return web.Response(text=STUB_BRIDGE_JS, content_type="text/javascript")
-
-    app = web.Application(middlewares=[security_headers])
-    app.router.add_get("/keyside/bridge.js", bridge)
-    app.router.add_post("/stub/ipc", host.ipc)
-    app.router.add_route("*", "/stub/svc/{service}/{tail:.*}", host.service)
-    app.router.add_get("/stub/feed", host.feed)
-    app.router.add_static("/", pages)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    port = runner.addresses[0][1]
-    return runner, f"http://127.0.0.1:{port}"
+    With a `gate`, the stream sends BRIEF_TOKENS_BEFORE_GATE tokens and waits for the test to
+    set it, so a test can see the page show part of the answer before the rest exists.
+    """
+    body = await request.json()
+    assert body["stream"] is True
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    for index, token in enumerate(BRIEF_TOKENS):
+        if index == BRIEF_TOKENS_BEFORE_GATE and gate is not None:
+            await gate.wait()
+        chunk = {"choices": [{"index": 0, "delta": {"content": token}}]}
+        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -591,6 +416,16 @@ async def open_page(browser: Any, url: str, *, width: int = 1240, height: int = 
     context = await browser.new_context(viewport={"width": width, "height": height})
     await context.add_init_script(CSP_LISTENER_JS)
     page = await context.new_page()
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.errors = []
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    await page.goto(url)
+    return page
+
+
+async def open_in_context(context_page: Any, url: str) -> Any:
+    """Open `url` in another tab of `context_page`'s context (sharing its cookies)."""
+    page = await context_page.context.new_page()
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     page.errors = []
     page.on("pageerror", lambda error: page.errors.append(str(error)))
@@ -635,100 +470,548 @@ async def assert_clean(page: Any) -> None:
     assert page.errors == []
 
 
-async def wait_for_opened(host: StubHost) -> None:
-    """Wait until the page has called open_external (the click handler sends it asynchronously)."""
-    for _ in range(100):
-        if host.opened:
-            return
-        await asyncio.sleep(0.05)
-
-
 def screenshot_path(name: str) -> str:
     ARTIFACTS.mkdir(exist_ok=True)
     return str(ARTIFACTS / name)
 
 
+# --- Browser tests against the real shell, host and sidecar ---------------------------------
+#
+# `keyside run --browser` in a subprocess (tests/e2e/session.py), with a copy of the monitor's
+# manifest whose services point at the fake providers below and whose pages are the real ones.
+
+# The provider origins in the bundled manifest, replaced by the fakes' loopback origins.
+REAL_UPSTREAMS = {
+    "finnhub": "https://finnhub.io",
+    "fred": "https://api.stlouisfed.org",
+    "groq": "https://api.groq.com",
+    "openrouter": "https://openrouter.ai",
+}
+KEYS = {
+    "FINNHUB_API_KEY": f"fh-monitor-{secrets.token_hex(10)}",
+    "FRED_API_KEY": f"fred{secrets.token_hex(14)}",
+    "GROQ_API_KEY": f"gsk_monitor_{secrets.token_hex(12)}",
+}
+# A key a user pastes by mistake; every fake rejects it.
+WRONG_KEY = "wrong-key-0000000000000000"
+FEED_FILES = {
+    "/rss.xml": ("monitor_feed_rss.xml", "application/rss+xml"),
+    "/atom.xml": ("monitor_feed_atom.xml", "application/atom+xml"),
+    "/hostile.xml": ("monitor_feed_hostile.xml", "application/rss+xml"),
+}
+
+
+@dataclass
+class Received:
+    """One request as a fake provider received it."""
+
+    service: str
+    method: str
+    path_qs: str
+    headers: dict[str, str]
+
+
+class FakeUpstreams:
+    """Finnhub, FRED, Groq, OpenRouter and a feed server, each on a loopback port the OS assigns.
+
+    Each provider takes its key the way the real one does (Finnhub: X-Finnhub-Token; FRED: the
+    api_key query parameter, 400 when wrong; Groq and OpenRouter: a bearer token) and records
+    every request. `behaviour[service]` = "invalid" (401 whatever the key) or "rate_limited"
+    (429) overrides the answer. `closed_port` refuses connections, like a local Ollama that is
+    not running.
+    """
+
+    def __init__(self) -> None:
+        self.behaviour: dict[str, str] = {}
+        self.received: list[Received] = []
+        self.stream_gate: asyncio.Event | None = None
+        self.ports: dict[str, int] = {}
+        self._runners: dict[str, web.AppRunner] = {}
+        self._closed = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+
+    async def start(self) -> FakeUpstreams:
+        # Bound but never listening: a connection to this port is refused.
+        self._closed.bind(("127.0.0.1", 0))
+        self.closed_port = self._closed.getsockname()[1]
+        for name in (*REAL_UPSTREAMS, "feeds", "github"):
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", self._handler(name))
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            self._runners[name] = runner
+            self.ports[name] = runner.addresses[0][1]
+        return self
+
+    def origin(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    async def stop_service(self, name: str) -> None:
+        """Shut one fake down, so its port refuses connections as an offline server would."""
+        await self._runners.pop(name).cleanup()
+
+    async def close(self) -> None:
+        for runner in self._runners.values():
+            await runner.cleanup()
+        self._runners.clear()
+        self._closed.close()
+
+    def paths(self, service: str) -> list[str]:
+        return [seen.path_qs for seen in self.received if seen.service == service]
+
+    def _handler(self, name: str) -> Any:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            self.received.append(Received(name, request.method, request.path_qs, dict(request.headers)))
+            return await self.answer(name, request)
+        return handle
+
+    async def answer(self, name: str, request: web.Request) -> web.StreamResponse:
+        if name == "feeds":
+            if request.path not in FEED_FILES:
+                return web.Response(status=404)
+            data_file, content_type = FEED_FILES[request.path]
+            return web.Response(body=(DATA / data_file).read_bytes(), content_type=content_type)
+        if name == "github":
+            if request.headers.get("Authorization") != f"Bearer {GITHUB_TOKEN}":
+                return web.json_response({"message": "Bad credentials"}, status=401)
+            return web.json_response({"login": "octocat", "name": "The Octocat"})
+
+        behaviour = self.behaviour.get(name, "data")
+        if behaviour == "invalid":
+            return web.json_response({"error": "Invalid API key."}, status=401)
+        if behaviour == "rate_limited":
+            return web.json_response({"error": "API limit reached."}, status=429)
+        if not self.key_accepted(name, request):
+            if name == "fred":
+                return web.json_response({"error_code": 400, "error_message": "Bad Request. The value for "
+                                          "variable api_key is not registered."}, status=400)
+            return web.json_response({"error": "Invalid API key."}, status=401)
+
+        path = request.path
+        if name == "finnhub" and path == "/api/v1/quote":
+            return web.json_response(fake_quote(request.query.get("symbol", "")))
+        if name == "fred" and path == "/fred/series/observations":
+            return web.json_response(fake_observations())
+        if name == "fred" and path == "/fred/series":
+            return web.json_response({"seriess": [{"id": request.query.get("series_id"),
+                                                   "title": "Unemployment Rate", "units": "Percent"}]})
+        if path.endswith("/chat/completions") and request.method == "POST":
+            return await stream_chat(request, self.stream_gate)
+        if path in ("/openai/v1/models", "/api/v1/key"):
+            return web.json_response({"data": []})
+        return web.json_response({"error": "not found"}, status=404)
+
+    @staticmethod
+    def key_accepted(name: str, request: web.Request) -> bool:
+        if name == "finnhub":
+            return request.headers.get("X-Finnhub-Token") == KEYS["FINNHUB_API_KEY"]
+        if name == "fred":
+            return request.query.get("api_key") == KEYS["FRED_API_KEY"]
+        if name == "groq":
+            return request.headers.get("Authorization") == f"Bearer {KEYS['GROQ_API_KEY']}"
+        return False
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def upstreams() -> AsyncIterator[FakeUpstreams]:
+    fakes = await FakeUpstreams().start()
+    try:
+        yield fakes
+    finally:
+        await fakes.close()
+
+
+def feed_urls(upstreams: FakeUpstreams) -> list[str]:
+    """The test feeds: RSS, Atom, the hostile RSS feed, and one on a port that refuses connections."""
+    base = upstreams.origin("feeds")
+    return [f"{base}/rss.xml", f"{base}/atom.xml", f"{base}/hostile.xml",
+            f"http://127.0.0.1:{upstreams.closed_port}/offline.xml"]
+
+
+def write_monitor_manifest(folder: Path, upstreams: FakeUpstreams) -> Path:
+    """Write the bundled monitor manifest with its upstreams and feeds moved to the fakes."""
+    text = (MONITOR_DIR / "keyside.toml").read_text(encoding="utf-8")
+    text = text.replace('id = "monitor"', f'id = "monitor-pages-test"\npages = "{MONITOR_DIR / "pages"}"', 1)
+    for service, origin in REAL_UPSTREAMS.items():
+        line = f'upstream = "{origin}"'
+        assert line in text, line
+        text = text.replace(line, f'upstream = "{upstreams.origin(service)}"\nallow_private_network = true')
+    text = text.replace('upstream = "http://127.0.0.1:11434"', f'upstream = "http://127.0.0.1:{upstreams.closed_port}"')
+    feeds = ", ".join(f'"{url}"' for url in feed_urls(upstreams))
+    text, count = re.subn(r"^feeds = \[[^\]]*\]", f"feeds = [{feeds}]", text, flags=re.MULTILINE)
+    assert count == 1
+    text += ("\n[network]\n"
+             f'allow_private = ["127.0.0.1:{upstreams.ports["feeds"]}", "127.0.0.1:{upstreams.closed_port}"]\n')
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "keyside.toml").write_text(text, encoding="utf-8")
+    load_manifest(folder)  # fails here, with the manifest's own message, if the copy is invalid
+    return folder
+
+
+@contextlib.asynccontextmanager
+async def keyside_browser_mode(tmp_path: Path, app: Path, browser: Any) -> AsyncIterator[tuple[KeysideRun, Any]]:
+    """Run `keyside run APP --browser --vault memory`; yield it and its main window's page."""
+    run = await KeysideRun(tmp_path / "run", "--browser", app=app).start()
+    page = None
+    try:
+        main_url = await run.next_url()
+        page = await open_page(browser, main_url)
+        yield run, page
+    finally:
+        if page is not None:
+            await page.context.close()
+        status = await run.stop()
+        assert status == 0, run.stderr[-3000:]
+
+
+async def open_settings_window(run: KeysideRun, main: Any) -> Any:
+    """Press Settings on the dashboard and open the link keyside hands the browser."""
+    await main.locator('[data-role="open-settings"]').click()
+    settings = await open_in_context(main, await run.next_url())
+    await settings.locator("article.secret-card").first.wait_for()
+    return settings
+
+
+async def card_action(page: Any, name: str, button: str, expect: str) -> Any:
+    """Press `button` on the card of secret `name`; wait until its message contains `expect`."""
+    card = page.locator(f'article[data-secret="{name}"]')
+    message = card.locator(".secret-message")
+    before = await message.text_content()
+    await card.get_by_role("button", name=button, exact=True).click()
+    await page.wait_for_function("""([node, before, expect]) => node.textContent !== before
+        && node.textContent.includes(expect) && node.closest("article").getAttribute("aria-busy") !== "true" """,
+                                 arg=[await message.element_handle(), before, expect])
+    return message
+
+
+@shared_loop
+async def test_real_dashboard_without_keys(tmp_path: Path, browser: Any, upstreams: FakeUpstreams) -> None:
+    app = write_monitor_manifest(tmp_path / "app", upstreams)
+    async with keyside_browser_mode(tmp_path, app, browser) as (run, main):
+        for panel, secret in (("quotes", "FINNHUB_API_KEY"), ("series", "FRED_API_KEY")):
+            locator = await panel_state(main, panel, "missing")
+            assert secret in await locator.locator(".status-hint").text_content()
+            assert await locator.get_attribute("data-reason") == "secret_not_configured"
+            assert await locator.get_by_role("button", name="Open settings").count() == 1
+        brief = await panel_state(main, "brief", "missing")
+        hint = await brief.locator(".status-hint").text_content()
+        assert hint == ("Groq: no key set (GROQ_API_KEY). OpenRouter: no key set (OPENROUTER_API_KEY). "
+                        "Ollama: cannot be reached.")
+        assert upstreams.paths("finnhub") == [], "no request leaves keyside without a key"
+
+        # Headlines come through the real feed proxy; the feed on a closed port is named.
+        headlines = await panel_state(main, "headlines", "data")
+        titles = await headlines.locator(".headline-link").all_text_contents()
+        assert "Central bank holds rates steady" in titles
+        assert "Compiler release speeds up builds" in titles
+        note = await headlines.locator(".panel-note").text_content()
+        assert f"127.0.0.1:{upstreams.closed_port} (connect_failed)" in note
+
+        # The hostile feed's markup shows as text and its script-bearing links are dropped.
+        for title in ("Image title", "Script title", "Anchor title", "SVG title", "Frame title"):
+            assert title in titles
+        hrefs = await headlines.locator("a").evaluate_all("links => links.map((a) => a.getAttribute('href'))")
+        assert {urlsplit(href).scheme for href in hrefs} == {"http", "https"}, hrefs
+        assert "https://safe.example/ok" in hrefs
+        for tag in ("img", "script", "svg", "iframe"):
+            assert await headlines.locator(tag).count() == 0, tag
+        assert await main.evaluate("window.__feedPwned") is None
+
+        # A headline opens in the system browser, and the dashboard stays where it is.
+        await headlines.get_by_role("link", name="Central bank holds rates steady").click()
+        assert await run.next_url() == "https://news.example/rates"
+        assert urlsplit(main.url).path == "/index.html"
+
+        settings = await open_settings_window(run, main)
+        assert await settings.locator("article.secret-card").count() == 4
+        await settings.locator('article[data-secret="FRED_API_KEY"]').get_by_role("link", name="Get a key").click()
+        assert await run.next_url() == "https://fred.stlouisfed.org/docs/api/api_key.html"
+        await main.screenshot(path=screenshot_path("monitor-dashboard-no-keys.png"), full_page=True)
+        await assert_clean(main)
+        await assert_clean(settings)
+
+
+@shared_loop
+async def test_real_keys_data_and_failures(tmp_path: Path, browser: Any, upstreams: FakeUpstreams) -> None:
+    app = write_monitor_manifest(tmp_path / "app", upstreams)
+    upstreams.stream_gate = asyncio.Event()
+    async with keyside_browser_mode(tmp_path, app, browser) as (run, main):
+        await panel_state(main, "quotes", "missing")
+        settings = await open_settings_window(run, main)
+        finnhub = settings.locator('article[data-secret="FINNHUB_API_KEY"]')
+        field_ = finnhub.get_by_label("New value")
+        assert await field_.get_attribute("type") == "password"
+
+        # A wrong key fails validation and is not saved.
+        await field_.fill(WRONG_KEY)
+        message = await card_action(settings, "FINNHUB_API_KEY", "Validate", "Invalid")
+        assert await message.get_attribute("data-kind") == "error"
+        assert await finnhub.get_attribute("data-configured") == "false"
+
+        for name, value in KEYS.items():
+            await settings.locator(f"#secret-{name}-value").fill(value)
+            message = await card_action(settings, name, "Validate", "Valid")
+            assert (await message.text_content()).startswith("New value. Valid"), name
+            await card_action(settings, name, "Save", "Saved")
+            assert await settings.locator(f"#secret-{name}-value").input_value() == ""
+            card = settings.locator(f'article[data-secret="{name}"]')
+            assert await card.get_attribute("data-configured") == "true"
+            assert "Last check: valid" in await card.locator(".secret-validation").text_content()
+        message = await card_action(settings, "GROQ_API_KEY", "Validate", "Saved key")
+        assert "Valid" in await message.text_content()
+
+        # Back on the dashboard, the panels that lacked a key load at once.
+        await main.evaluate("window.dispatchEvent(new Event('focus'))")
+        quotes = await panel_state(main, "quotes", "data")
+        assert await quotes.locator("tr.quote").count() == len(load_manifest(app).ui["watchlist"])
+        series = await panel_state(main, "series", "data")
+        assert await series.locator("svg.chart path.chart-line").count() == 1
+        assert await series.locator(".series-value").text_content() == "3.9"
+
+        # The brief shows the first tokens while the fake still holds the rest.
+        partial = "".join(BRIEF_TOKENS[:BRIEF_TOKENS_BEFORE_GATE])
+        await main.wait_for_function(
+            "(text) => document.querySelector('#panel-brief .brief-text')?.textContent === text", arg=partial)
+        assert await main.locator("#panel-brief").get_attribute("data-stream") == "streaming"
+        upstreams.stream_gate.set()
+        await main.wait_for_selector('#panel-brief[data-stream="complete"]')
+        assert await main.locator("#panel-brief .brief-text").text_content() == "".join(BRIEF_TOKENS)
+        await main.screenshot(path=screenshot_path("monitor-dashboard.png"), full_page=True)
+        await settings.screenshot(path=screenshot_path("monitor-settings.png"), full_page=True)
+
+        # Each request stayed under its service's paths, with the key put in by the sidecar.
+        monitor = load_manifest("monitor")
+        for seen in upstreams.received:
+            if seen.service in monitor.services:
+                prefixes = monitor.services[seen.service].paths
+                assert any(seen.path_qs.startswith(prefix) for prefix in prefixes), seen.path_qs
+        assert upstreams.paths("finnhub")[-1].startswith("/api/v1/quote?symbol=")
+        assert any(path.startswith("/fred/series/observations?series_id=UNRATE&file_type=json")
+                   for path in upstreams.paths("fred"))
+        assert "/openai/v1/chat/completions" in upstreams.paths("groq")
+
+        # The upstream rejects the key: HTTP 401 passes through the sidecar to the panel.
+        upstreams.behaviour["finnhub"] = "invalid"
+        await main.locator('#panel-quotes [data-role="refresh"]').click()
+        quotes = await panel_state(main, "quotes", "invalid")
+        assert await quotes.locator(".status-text").text_content() == "Finnhub rejected the key (HTTP 401)."
+
+        # The upstream goes offline: the guard's connect_failed reaches the panel unchanged.
+        await upstreams.stop_service("fred")
+        await main.locator('#panel-series [data-role="refresh"]').click()
+        series = await panel_state(main, "series", "unreachable")
+        assert await series.get_attribute("data-reason") == "connect_failed"
+
+        upstreams.behaviour["groq"] = "rate_limited"
+        await main.locator('#panel-brief [data-role="refresh"]').click()
+        brief = await panel_state(main, "brief", "rate_limited")
+        assert await brief.locator(".status-text").text_content() == "Groq rate limit reached."
+
+        # Delete asks for a second press, then the dashboard says the key is missing again.
+        await settings.locator('article[data-secret="FINNHUB_API_KEY"]').get_by_role("button", name="Delete").click()
+        await card_action(settings, "FINNHUB_API_KEY", "Confirm delete", "Deleted")
+        assert await finnhub.get_attribute("data-configured") == "false"
+        upstreams.behaviour.pop("finnhub")
+        await main.locator('#panel-quotes [data-role="refresh"]').click()
+        await panel_state(main, "quotes", "missing")
+
+        # No key is in either page: DOM, field values or storage.
+        for page in (main, settings):
+            content = await page.content()
+            values = " ".join(await page.locator("input").evaluate_all("inputs => inputs.map((i) => i.value)"))
+            for key in (*KEYS.values(), WRONG_KEY):
+                assert key not in content
+                assert key not in values
+            assert await page.evaluate("localStorage.length + sessionStorage.length") == 0
+            await assert_clean(page)
+
+
+GITHUB_TOKEN = f"ghp_monitor_test_{secrets.token_hex(8)}"
+
+
+@shared_loop
+async def test_real_hello_saves_token_and_greets(tmp_path: Path, browser: Any, upstreams: FakeUpstreams) -> None:
+    text = (HELLO_DIR / "keyside.toml").read_text(encoding="utf-8")
+    text = text.replace('id = "hello"', f'id = "hello-test"\npages = "{HELLO_DIR / "pages"}"', 1)
+    text = text.replace('upstream = "https://api.github.com"',
+                        f'upstream = "{upstreams.origin("github")}"\nallow_private_network = true')
+    app = tmp_path / "hello"
+    app.mkdir()
+    (app / "keyside.toml").write_text(text, encoding="utf-8")
+
+    async with keyside_browser_mode(tmp_path, app, browser) as (_, page):
+        state = page.locator("#token-state")
+        greeting = page.locator("#greeting")
+        await page.wait_for_function("(node) => node.textContent.includes('not set')", arg=await state.element_handle())
+
+        await page.get_by_role("button", name="Say hello").click()
+        await page.wait_for_function("(node) => node.textContent.includes('secret_not_configured')",
+                                     arg=await greeting.element_handle())
+        assert upstreams.paths("github") == []
+
+        await page.get_by_label("GitHub token").fill(GITHUB_TOKEN)
+        await page.get_by_role("button", name="Save token").click()
+        await page.wait_for_function("(node) => node.textContent === 'GITHUB_TOKEN is set.'",
+                                     arg=await state.element_handle())
+        assert await page.get_by_label("GitHub token").input_value() == ""
+
+        await page.get_by_role("button", name="Say hello").click()
+        await page.wait_for_function("(node) => node.textContent === 'Hello, The Octocat!'",
+                                     arg=await greeting.element_handle())
+        assert upstreams.paths("github") == ["/user"]
+        assert GITHUB_TOKEN not in await page.content()
+        await assert_clean(page)
+
+
+# --- Browser tests against a stub bridge ----------------------------------------------------
+#
+# Page behaviour that needs an answer the real stack gives only with effort (no open_window
+# command, every feed offline, a provider order, an XHTML feed) runs against a stub: the pages
+# are served on loopback with the page server's CSP, and /keyside/bridge.js is a stub whose
+# commands and sidecar routes this test's server answers.
+
+STUB_BRIDGE_JS = """
+export class KeysideError extends Error {
+  constructor(reason, message) { super(message); this.name = "KeysideError"; this.reason = reason; }
+}
+export async function invoke(command, args) {
+  const response = await fetch("/stub/ipc", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ command, args }),
+  });
+  const body = await response.json();
+  if (!body.ok) { throw new KeysideError(body.error.reason, body.error.message); }
+  return body.result;
+}
+export const api = {
+  fetch(service, path, init = {}) { return fetch(`/stub/svc/${service}${path}`, init); },
+  feed(url, init = {}) { return fetch(`/stub/feed?url=${encodeURIComponent(url)}`, init); },
+};
+export function onSidecarState(callback) { callback({ state: "ready", reason: null }); }
+"""
+
+STUB_FEEDS = {
+    "https://feeds.test/business.rss": "monitor_feed_rss.xml",
+    "https://feeds.test/tech.atom": "monitor_feed_atom.xml",
+    "https://feeds.test/hostile.atom": "monitor_feed_hostile_xhtml.xml",
+}
+
+
+def sidecar_error(status: int, reason: str, message: str) -> web.Response:
+    return web.json_response({"error": {"reason": reason, "message": message}}, status=status)
+
+
+@dataclass
+class StubHost:
+    """The host commands and sidecar routes the pages call, answered like the real ones.
+
+    A keyed service whose secret is not in `secrets` answers 424 secret_not_configured, and
+    a keyless one 502 connect_failed (nothing listens), as the sidecar does. Feeds come from
+    STUB_FEEDS; any other feed URL answers 502 dns_failed.
+    """
+
+    manifest: Manifest
+    secrets: dict[str, str] = field(default_factory=dict)
+    ui_overrides: dict[str, Any] = field(default_factory=dict)
+    requests: list[tuple[str, str]] = field(default_factory=list)  # (service, path with query)
+    commands: list[dict[str, Any]] = field(default_factory=list)
+
+    def run_command(self, command: str, args: dict[str, Any]) -> Any:
+        self.commands.append({"command": command, "args": args})
+        if command == "app_config":
+            return {
+                "app": {"id": self.manifest.app_id, "name": self.manifest.name},
+                "ui": {**self.manifest.ui, **self.ui_overrides},
+                "services": [{"name": name, "secret": spec.secret} for name, spec in self.manifest.services.items()],
+                "windows": [{"label": label, "page": spec.page, "title": spec.title}
+                            for label, spec in self.manifest.windows.items()],
+            }
+        if command == "runtime_info":
+            return {"os": "Linux", "python": "3.11", "keyside": "0.1.0", "sidecar": {"state": "ready", "reason": None}}
+        if command == "list_secrets":
+            return [{"name": name, "description": spec.description, "configured": name in self.secrets,
+                     "last_validation": None} for name, spec in self.manifest.secrets.items()]
+        raise LookupError(command)
+
+    async def ipc(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        try:
+            result = self.run_command(body["command"], body.get("args", {}))
+        except LookupError:
+            return web.json_response({"ok": False, "error": {"reason": "unknown_command",
+                                                             "message": f"Unknown command {body['command']!r}."}})
+        return web.json_response({"ok": True, "result": result})
+
+    async def service(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["service"]
+        path = "/" + request.match_info["tail"]
+        self.requests.append((name, request.path_qs.split(f"/stub/svc/{name}", 1)[1]))
+        spec = self.manifest.services[name]
+        if spec.secret is None:
+            return sidecar_error(502, "connect_failed", f"{spec.upstream} refused the connection.")
+        if spec.secret not in self.secrets:
+            return sidecar_error(424, "secret_not_configured", f"{spec.secret} is not set.")
+        if path == "/api/v1/quote":
+            return web.json_response(fake_quote(request.query["symbol"]))
+        if path == "/fred/series/observations":
+            return web.json_response(fake_observations())
+        if path == "/fred/series":
+            return web.json_response({"seriess": [{"id": request.query["series_id"], "title": "Unemployment Rate",
+                                                   "units": "Percent"}]})
+        if path.endswith("/chat/completions"):
+            return await stream_chat(request, None)
+        return web.json_response({"error": "not found"}, status=404)
+
+    async def feed(self, request: web.Request) -> web.Response:
+        source = STUB_FEEDS.get(request.query["url"])
+        if source is None:
+            return sidecar_error(502, "dns_failed", "The feed host name does not resolve.")
+        return web.Response(body=(DATA / source).read_bytes(), content_type="application/xml")
+
+
+@dataclass
+class Site:
+    base: str
+    host: StubHost
+
+
+async def serve(host: StubHost, pages: Path) -> tuple[web.AppRunner, str]:
+    @web.middleware
+    async def security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
+        response = await handler(request)
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    async def bridge(_: web.Request) -> web.Response:
+        return web.Response(text=STUB_BRIDGE_JS, content_type="text/javascript")
+
+    app = web.Application(middlewares=[security_headers])
+    app.router.add_get("/keyside/bridge.js", bridge)
+    app.router.add_post("/stub/ipc", host.ipc)
+    app.router.add_route("*", "/stub/svc/{service}/{tail:.*}", host.service)
+    app.router.add_get("/stub/feed", host.feed)
+    app.router.add_static("/", pages)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def site() -> AsyncIterator[Site]:
+    """Serve the monitor pages, the stub bridge and the stub host on an OS-assigned loopback port."""
+    host = StubHost(manifest=load_manifest("monitor"),
+                    ui_overrides={"feeds": ["https://feeds.test/business.rss", "https://feeds.test/tech.atom"]})
+    runner, base = await serve(host, host.manifest.pages_dir)
+    try:
+        yield Site(base, host)
+    finally:
+        await runner.cleanup()
+
+
 ALL_KEYS = {"FINNHUB_API_KEY": "good-finnhub", "FRED_API_KEY": "good-fred", "GROQ_API_KEY": "good-groq"}
-
-
-@shared_loop
-async def test_dashboard_shows_every_panel(site: Site, pages: Pages) -> None:
-    site.host.secrets.update(ALL_KEYS)
-    site.host.ui_overrides["watchlist"] = ["AAPL", "MSFT", "ZZZZ"]
-    page = await pages.open(f"{site.base}/index.html")
-
-    headlines = await panel_state(page, "headlines", "data")
-    assert await headlines.locator(".headline").count() == 5
-    first = await headlines.locator(".headline-link").first.text_content()
-    assert first == "Compiler release speeds up builds"
-
-    quotes = await panel_state(page, "quotes", "data")
-    assert await quotes.locator("tr.quote").count() == 2
-    assert await quotes.locator('tr[data-symbol="ZZZZ"]').text_content() == "ZZZZNo data for this symbol"
-    assert "+1.25" in await quotes.locator('tr[data-symbol="AAPL"]').text_content()
-
-    series = await panel_state(page, "series", "data")
-    assert await series.locator("svg.chart path.chart-line").count() == 1
-    assert "Unemployment Rate" in await series.locator("svg.chart").get_attribute("aria-label")
-    assert await series.locator(".series-value").text_content() == "3.9"
-
-    brief = await panel_state(page, "brief", "data")
-    await page.wait_for_selector('#panel-brief[data-stream="complete"]')
-    assert await brief.locator(".brief-text").text_content() == "".join(BRIEF_TOKENS)
-    assert "llama-3.1-8b-instant" in await brief.locator(".brief-source").text_content()
-
-    assert await page.locator(".sidecar-state").get_attribute("data-state") == "ready"
-    await page.screenshot(path=screenshot_path("monitor-dashboard.png"), full_page=True)
-    await assert_clean(page)
-
-
-@shared_loop
-async def test_dashboard_requests_stay_in_services(site: Site, pages: Pages) -> None:
-    site.host.secrets.update(ALL_KEYS)
-    page = await pages.open(f"{site.base}/index.html")
-    await page.wait_for_selector('#panel-brief[data-stream="complete"]')
-    await panel_state(page, "series", "data")
-    await panel_state(page, "quotes", "data")
-
-    prefixes = {name: spec.paths for name, spec in site.host.manifest.services.items()}
-    for service, path in site.host.requests:
-        assert any(path.startswith(prefix) for prefix in prefixes[service]), (service, path)
-    assert ("groq", "/openai/v1/chat/completions") in site.host.requests
-    quote_paths = [path for service, path in site.host.requests if service == "finnhub"]
-    assert quote_paths[0] == "/api/v1/quote?symbol=AAPL"
-    assert all("token" not in path and "api_key" not in path for _, path in site.host.requests)
-
-
-@shared_loop
-async def test_dashboard_without_keys(site: Site, pages: Pages) -> None:
-    page = await pages.open(f"{site.base}/index.html")
-
-    await panel_state(page, "headlines", "data")
-    for panel, secret in (("quotes", "FINNHUB_API_KEY"), ("series", "FRED_API_KEY")):
-        locator = await panel_state(page, panel, "missing")
-        assert secret in await locator.locator(".status-hint").text_content()
-        assert await locator.get_attribute("data-reason") == "secret_not_configured"
-        assert await locator.get_by_role("button", name="Open settings").count() == 1
-
-    brief = await panel_state(page, "brief", "missing")
-    hint = await brief.locator(".status-hint").text_content()
-    assert "GROQ_API_KEY" in hint
-    assert "OPENROUTER_API_KEY" in hint
-    assert "Ollama: cannot be reached" in hint
-    await page.screenshot(path=screenshot_path("monitor-dashboard-no-keys.png"), full_page=True)
-    await assert_clean(page)
-
-
-@shared_loop
-async def test_dashboard_recovers_after_key_saved(site: Site, pages: Pages) -> None:
-    page = await pages.open(f"{site.base}/index.html")
-    await panel_state(page, "quotes", "missing")
-
-    site.host.secrets["FINNHUB_API_KEY"] = "good-finnhub"
-    # Returning to the dashboard window retries failing panels at once.
-    await page.evaluate("window.dispatchEvent(new Event('focus'))")
-    quotes = await panel_state(page, "quotes", "data")
-    assert await quotes.locator("tr.quote").count() == len(site.host.manifest.ui["watchlist"])
 
 
 @shared_loop
@@ -742,84 +1025,20 @@ async def test_open_settings_without_window_command(site: Site, pages: Pages) ->
     assert {"command": "open_window", "args": {"label": "settings"}} in site.host.commands
 
 
-FAILURE_CASES = [
-    pytest.param("invalid", "invalid", "rejected the key (HTTP 401)", id="upstream-401"),
-    pytest.param("unreachable", "unreachable", "cannot be reached", id="offline"),
-    pytest.param("rate_limited", "rate_limited", "rate limit reached", id="upstream-429"),
-]
-
-
 @shared_loop
-@pytest.mark.parametrize(("behaviour", "state", "text"), FAILURE_CASES)
-async def test_dashboard_panel_failures(site: Site, pages: Pages, behaviour: str, state: str, text: str) -> None:
-    site.host.secrets.update(ALL_KEYS)
-    site.host.behaviour.update({"finnhub": behaviour, "fred": behaviour, "groq": behaviour})
-    page = await pages.open(f"{site.base}/index.html")
-
-    for panel in ("quotes", "series", "brief"):
-        locator = await panel_state(page, panel, state)
-        assert await locator.locator(".panel-body").is_hidden()
-        if panel == "brief" and state == "unreachable":
-            # Offline, the brief moves on to the next providers and sums up all of them.
-            assert "Groq: cannot be reached." in await locator.locator(".status-hint").text_content()
-            continue
-        assert text in await locator.locator(".status-text").text_content()
-    quote_requests = [path for service, path in site.host.requests if service == "finnhub"]
-    assert quote_requests == ["/api/v1/quote?symbol=AAPL"], "a failing key costs one request, not one per symbol"
-    await assert_clean(page)
-
-
-@shared_loop
-async def test_headlines_offline(site: Site, pages: Pages) -> None:
-    site.host.feeds.clear()
+async def test_headlines_all_feeds_offline(site: Site, pages: Pages) -> None:
+    site.host.ui_overrides["feeds"] = ["https://feeds.test/gone.rss", "https://feeds.test/gone.atom"]
     page = await pages.open(f"{site.base}/index.html")
     headlines = await panel_state(page, "headlines", "unreachable")
     assert await headlines.locator(".status-text").text_content() == "No feed can be reached."
     assert await headlines.get_attribute("data-reason") == "dns_failed"
-
-
-@shared_loop
-async def test_headlines_partial_failure(site: Site, pages: Pages) -> None:
-    site.host.ui_overrides["feeds"] = [FEED_URLS["rss"], "https://feeds.test/missing.xml"]
-    page = await pages.open(f"{site.base}/index.html")
-    headlines = await panel_state(page, "headlines", "data")
-    assert await headlines.locator(".headline").count() == 3
-    assert "feeds.test (dns_failed)" in await headlines.locator(".panel-note").text_content()
-
-
-@shared_loop
-async def test_headline_link_opens_externally(site: Site, pages: Pages) -> None:
-    page = await pages.open(f"{site.base}/index.html")
-    headlines = await panel_state(page, "headlines", "data")
-    await headlines.get_by_role("link", name="Central bank holds rates steady").click()
-    await wait_for_opened(site.host)
-    assert site.host.opened == ["https://news.example/rates"]
-    assert page.url == f"{site.base}/index.html"
-
-
-@shared_loop
-async def test_hostile_feed_renders_as_text(site: Site, pages: Pages) -> None:
-    hostile = "https://feeds.test/hostile.rss"
-    site.host.feeds[hostile] = "monitor_feed_hostile.xml"
-    site.host.ui_overrides["feeds"] = [hostile]
-    page = await pages.open(f"{site.base}/index.html")
-    headlines = await panel_state(page, "headlines", "data")
-
-    titles = await headlines.locator(".headline-link").all_text_contents()
-    assert titles == ["Image title", "Script title", "Anchor title", "SVG title", "Frame title"]
-    hrefs = await headlines.locator("a").evaluate_all("links => links.map((a) => a.getAttribute('href'))")
-    assert hrefs == ["https://safe.example/ok"]
-    for tag in ("img", "script", "svg", "iframe"):
-        assert await headlines.locator(tag).count() == 0, tag
-    assert await page.evaluate("window.__feedPwned") is None
-    await assert_clean(page)
+    brief = await panel_state(page, "brief", "empty")
+    assert "once headlines have loaded" in await brief.locator(".status-text").text_content()
 
 
 @shared_loop
 async def test_hostile_xhtml_title_runs_nothing(site: Site, pages: Pages) -> None:
-    hostile = "https://feeds.test/hostile.atom"
-    site.host.feeds[hostile] = "monitor_feed_hostile_xhtml.xml"
-    site.host.ui_overrides["feeds"] = [hostile]
+    site.host.ui_overrides["feeds"] = ["https://feeds.test/hostile.atom"]
     page = await pages.open(f"{site.base}/index.html")
     headlines = await panel_state(page, "headlines", "data")
 
@@ -829,24 +1048,6 @@ async def test_hostile_xhtml_title_runs_nothing(site: Site, pages: Pages) -> Non
     # Parsing the XML makes Chromium report the handler to the CSP; the report is all it does.
     assert all(v.startswith("script-src-attr") for v in await page.evaluate("window.__cspViolations"))
     assert page.errors == []
-
-
-@shared_loop
-async def test_brief_streams_token_by_token(site: Site, pages: Pages) -> None:
-    site.host.secrets.update(ALL_KEYS)
-    site.host.stream_gate = asyncio.Event()
-    page = await pages.open(f"{site.base}/index.html")
-
-    partial = "".join(BRIEF_TOKENS[:BRIEF_TOKENS_BEFORE_GATE])
-    await page.wait_for_function(
-        "(text) => document.querySelector('#panel-brief .brief-text')?.textContent === text", arg=partial)
-    assert await page.locator("#panel-brief").get_attribute("data-stream") == "streaming"
-    assert await page.locator('#panel-brief [data-role="stop"]').is_visible()
-
-    site.host.stream_gate.set()
-    await page.wait_for_selector('#panel-brief[data-stream="complete"]')
-    assert await page.locator("#panel-brief .brief-text").text_content() == "".join(BRIEF_TOKENS)
-    assert await page.locator('#panel-brief [data-role="stop"]').is_hidden()
 
 
 @shared_loop
@@ -861,6 +1062,26 @@ async def test_brief_falls_back_to_next_provider(site: Site, pages: Pages) -> No
 
 
 @shared_loop
+async def test_quotes_stop_after_missing_key(site: Site, pages: Pages) -> None:
+    page = await pages.open(f"{site.base}/index.html")
+    await panel_state(page, "quotes", "missing")
+    quote_requests = [path for service, path in site.host.requests if service == "finnhub"]
+    assert quote_requests == ["/api/v1/quote?symbol=AAPL"], "a missing key costs one request, not one per symbol"
+
+
+@shared_loop
+async def test_quotes_unknown_symbol_row(site: Site, pages: Pages) -> None:
+    site.host.secrets.update(ALL_KEYS)
+    site.host.ui_overrides["watchlist"] = ["AAPL", "ZZZZ", "not a symbol!"]
+    page = await pages.open(f"{site.base}/index.html")
+    quotes = await panel_state(page, "quotes", "data")
+    assert await quotes.locator("tr.quote").count() == 1
+    assert await quotes.locator('tr[data-symbol="ZZZZ"]').text_content() == "ZZZZNo data for this symbol"
+    assert "+1.25" in await quotes.locator('tr[data-symbol="AAPL"]').text_content()
+    assert ("finnhub", "/api/v1/quote?symbol=not%20a%20symbol!") not in site.host.requests
+
+
+@shared_loop
 async def test_dashboard_narrow_layout(site: Site, pages: Pages) -> None:
     site.host.secrets.update(ALL_KEYS)
     page = await pages.open(f"{site.base}/index.html", width=420, height=900)
@@ -869,55 +1090,6 @@ async def test_dashboard_narrow_layout(site: Site, pages: Pages) -> None:
     overflow = await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0
     await page.screenshot(path=screenshot_path("monitor-dashboard-narrow.png"), full_page=True)
-
-
-SECRET_VALUE = "good-settings-test-9f3b2c7d41e8a6"
-
-
-@shared_loop
-async def test_settings_save_validate_delete(site: Site, pages: Pages) -> None:
-    page = await pages.open(f"{site.base}/settings.html", width=800, height=1000)
-    card = page.locator('article[data-secret="FINNHUB_API_KEY"]')
-    await card.wait_for()
-    assert await page.locator("article.secret-card").count() == len(site.host.manifest.secrets)
-    assert await card.get_attribute("data-configured") == "false"
-    field_ = card.get_by_label("New value")
-    assert await field_.get_attribute("type") == "password"
-    assert await field_.input_value() == ""
-
-    await field_.fill(SECRET_VALUE)
-    await card.get_by_role("button", name="Validate").click()
-    message = card.locator(".secret-message")
-    await page.wait_for_function(
-        "(node) => node.textContent.includes('Valid')", arg=await message.element_handle())
-    assert "New value. Valid" in await message.text_content()
-
-    await card.get_by_role("button", name="Save").click()
-    await page.wait_for_selector('article[data-secret="FINNHUB_API_KEY"][data-configured="true"]')
-    assert site.host.secrets["FINNHUB_API_KEY"] == SECRET_VALUE
-    assert await field_.input_value() == ""
-    assert await card.locator(".badge").text_content() == "Set"
-    assert "Last check: valid" in await card.locator(".secret-validation").text_content()
-
-    # The saved value is nowhere in the page: DOM, field values, storage.
-    assert SECRET_VALUE not in await page.content()
-    values = await page.locator("input").evaluate_all("inputs => inputs.map((i) => i.value)")
-    assert SECRET_VALUE not in values
-    assert await page.evaluate("localStorage.length + sessionStorage.length") == 0
-    await page.screenshot(path=screenshot_path("monitor-settings.png"), full_page=True)
-
-    # Validate with an empty field checks the saved key.
-    await card.get_by_role("button", name="Validate").click()
-    await page.wait_for_function(
-        "(node) => node.textContent.startsWith('Saved key.')", arg=await message.element_handle())
-    assert site.host.commands[-2] == {"command": "validate_secret", "args": {"name": "FINNHUB_API_KEY"}}
-
-    delete = card.get_by_role("button", name="Delete")
-    await delete.click()
-    assert "FINNHUB_API_KEY" in site.host.secrets, "the first press only arms the button"
-    await card.get_by_role("button", name="Confirm delete").click()
-    await page.wait_for_selector('article[data-secret="FINNHUB_API_KEY"][data-configured="false"]')
-    assert "FINNHUB_API_KEY" not in site.host.secrets
     await assert_clean(page)
 
 
@@ -928,29 +1100,11 @@ async def test_settings_rejects_empty_save(site: Site, pages: Pages) -> None:
     await card.wait_for()
     await card.get_by_role("button", name="Save").click()
     assert "Paste a key" in await card.locator(".secret-message").text_content()
-    assert not any(call["command"] == "set_secret" for call in site.host.commands)
-
-
-@shared_loop
-async def test_settings_reports_invalid_candidate(site: Site, pages: Pages) -> None:
-    page = await pages.open(f"{site.base}/settings.html")
-    card = page.locator('article[data-secret="GROQ_API_KEY"]')
-    await card.wait_for()
-    await card.get_by_label("New value").fill("bad-key")
     await card.get_by_role("button", name="Validate").click()
-    message = card.locator('.secret-message[data-kind="error"]')
-    await message.wait_for()
-    assert "Invalid" in await message.text_content()
-    assert "GROQ_API_KEY" not in site.host.secrets
-
-
-@shared_loop
-async def test_settings_key_page_opens_externally(site: Site, pages: Pages) -> None:
-    page = await pages.open(f"{site.base}/settings.html")
-    card = page.locator('article[data-secret="FRED_API_KEY"]')
-    await card.get_by_role("link", name="Get a key").click()
-    await wait_for_opened(site.host)
-    assert site.host.opened == [site.host.manifest.ui["key_pages"]["FRED_API_KEY"]]
+    assert "Paste a key" in await card.locator(".secret-message").text_content()
+    commands = {call["command"] for call in site.host.commands}
+    assert "set_secret" not in commands
+    assert "validate_secret" not in commands
 
 
 # --- Module-level tests of the page logic, run in Chromium ----------------------------------
@@ -1127,36 +1281,3 @@ async def test_chart_nice_steps(module_page: Any) -> None:
       return [niceStep(4, 4), niceStep(7.3, 4), niceStep(0.37, 4), niceStep(260, 4), niceStep(0, 4)];
     }""")
     assert steps == [1, 2, 0.1, 100, 1]
-
-
-# --- The hello example in Chromium ----------------------------------------------------------
-
-
-@shared_loop
-async def test_hello_saves_token_and_greets(pages: Pages) -> None:
-    host = StubHost(manifest=load_manifest(HELLO_DIR))
-    runner, base = await serve(host, host.manifest.pages_dir)
-    try:
-        page = await pages.open(f"{base}/index.html", width=600, height=500)
-        await page.wait_for_function("() => document.getElementById('token-state').textContent.includes('not set')")
-
-        await page.get_by_role("button", name="Say hello").click()
-        await page.wait_for_function(
-            "() => document.getElementById('greeting').textContent.includes('secret_not_configured')")
-
-        await page.get_by_label("GitHub token").fill("good-github-token")
-        await page.get_by_role("button", name="Save token").click()
-        await page.wait_for_function(
-            "() => document.getElementById('token-state').textContent === 'GITHUB_TOKEN is set.'")
-        assert await page.get_by_label("GitHub token").input_value() == ""
-        assert host.secrets == {"GITHUB_TOKEN": "good-github-token"}
-
-        await page.get_by_role("button", name="Say hello").click()
-        await page.wait_for_function(
-            "() => document.getElementById('greeting').textContent === 'Hello, The Octocat!'")
-        assert host.requests == [("github", "/user"), ("github", "/user")]
-        assert "good-github-token" not in await page.content()
-        await assert_clean(page)
-    finally:
-        await runner.cleanup()
-

@@ -15,32 +15,33 @@ export const State = Object.freeze({
   ERROR: "error",
 });
 
-const MISSING_REASONS = new Set(["secret_not_configured", "secret_missing"]);
+// Reason names from the sidecar (service proxy, feed proxy), its outbound guard and the bridge.
+const MISSING_REASONS = new Set(["secret_not_configured"]);
 const UNREACHABLE_REASONS = new Set([
-  "upstream_unreachable", "upstream_timeout", "connect_failed", "connection_failed",
-  "connection_refused", "connection_reset", "tls_failed", "network_error",
+  "connect_failed", "upstream_failed", "tls_failed", "tls_certificate", "response_invalid",
 ]);
 const UNREACHABLE_PREFIXES = ["dns_", "timeout_"];
 const BLOCKED_REASONS = new Set([
-  "host_not_allowed", "path_not_allowed", "method_not_allowed", "service_not_found",
-  "unknown_service", "feed_not_allowed", "content_type_not_allowed", "response_too_large",
-  "redirect_limit", "redirect_leaks_secret",
+  "path_not_allowed", "method_not_allowed", "unknown_service", "token_scope", "invalid_path",
+  "invalid_query", "token_in_url", "header_control_characters", "request_too_large",
+  "response_too_large", "redirect_limit", "redirect_leaks_secret", "feed_content_type",
 ]);
 const BLOCKED_PREFIXES = ["deny_", "url_"];
+// The page cannot reach or use the sidecar: it is down, restarted elsewhere, or refused the
+// session (token, Host header or Origin checks).
+const SIDECAR_REASONS = new Set(["host_not_allowed", "origin_not_allowed"]);
 const SIDECAR_PREFIXES = ["sidecar_", "token_"];
-const SIDECAR_REASONS = new Set(["unauthorized", "invalid_token", "host_not_allowed_header"]);
 // Statuses a gateway returns when it cannot get an answer from the server behind it.
 const GATEWAY_STATUSES = new Set([502, 503, 504]);
 
 /** A failed request, classified for display. `reason` is the host or sidecar reason name. */
 export class RequestFailure extends Error {
-  constructor({ state, reason = "", status = 0, message = "", fromUpstream = false }) {
+  constructor({ state, reason = "", status = 0, message = "" }) {
     super(message || reason || state);
     this.name = "RequestFailure";
     this.state = state;
     this.reason = reason;
     this.status = status;
-    this.fromUpstream = fromUpstream;
   }
 }
 
@@ -60,9 +61,6 @@ export function stateForReason(reason) {
   }
   if (SIDECAR_REASONS.has(reason) || SIDECAR_PREFIXES.some((p) => reason.startsWith(p))) {
     return State.SIDECAR;
-  }
-  if (reason === "rate_limited") {
-    return State.RATE_LIMITED;
   }
   return null;
 }
@@ -88,7 +86,7 @@ export function classifyError(error) {
     });
   }
   if (reason === "upstream_status" && (status === 401 || status === 403)) {
-    return new RequestFailure({ state: State.INVALID, reason, status, message, fromUpstream: true });
+    return new RequestFailure({ state: State.INVALID, reason, status, message });
   }
   const state = stateForReason(reason) || stateForStatus(status) || State.ERROR;
   return new RequestFailure({ state, reason, status, message });
@@ -121,23 +119,37 @@ export async function classifyResponse(response) {
   if (sidecarError) {
     const reason = sidecarError.reason;
     const message = typeof sidecarError.message === "string" ? sidecarError.message : reason;
-    const state = stateForReason(reason) || (status === 429 ? State.RATE_LIMITED : null)
-      || (GATEWAY_STATUSES.has(status) ? State.UNREACHABLE : State.ERROR);
-    return new RequestFailure({ state, reason, status, message });
+    return new RequestFailure({ state: stateForSidecarError(reason, status), reason, status, message });
   }
 
   const upstreamMessage = upstreamErrorText(body);
   if (status === 401 || status === 403 || mentionsRejectedKey(status, upstreamMessage)) {
     return new RequestFailure({
-      state: State.INVALID, reason: "upstream_status", status, fromUpstream: true,
+      state: State.INVALID, reason: "upstream_status", status,
       message: upstreamMessage || `The service answered HTTP ${status}.`,
     });
   }
   return new RequestFailure({
     state: status === 429 ? State.RATE_LIMITED : State.ERROR,
-    reason: "upstream_status", status, fromUpstream: true,
+    reason: "upstream_status", status,
     message: upstreamMessage || `The service answered HTTP ${status}.`,
   });
+}
+
+function stateForSidecarError(reason, status) {
+  const known = stateForReason(reason);
+  if (known) {
+    return known;
+  }
+  // The feed proxy answers 502 upstream_status when the feed server answered with an error:
+  // the server was reached, so this is not an offline case.
+  if (reason === "upstream_status") {
+    return State.ERROR;
+  }
+  if (status === 429) {
+    return State.RATE_LIMITED;
+  }
+  return GATEWAY_STATUSES.has(status) ? State.UNREACHABLE : State.ERROR;
 }
 
 // FRED answers a wrong or malformed key with 400 and an error_message naming api_key.

@@ -8,6 +8,8 @@ const LABELS = {
   starting: "Local API starting…",
   restarting: "Local API restarting…",
   failed: "Local API failed",
+  unreachable: "Local API unreachable",
+  unknown: "Local API state unknown",
 };
 
 /** Render a sidecar state ({state, reason} or a state name) into `node`. */
