@@ -4,6 +4,7 @@ and no part of a secret value in any output.
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -21,7 +22,14 @@ from conftest import need
 from keyside.cli import common as cli_common
 from keyside.cli import main
 from keyside.cli import secrets as cli_secrets
-from keyside.cli.common import MAX_PASSPHRASE_BYTES, PASSPHRASE_ENV, UsageError, read_line_from_fd, read_passphrase
+from keyside.cli.common import (
+    MAX_PASSPHRASE_BYTES,
+    PASSPHRASE_ENV,
+    UsageError,
+    open_vault_from_args,
+    read_line_from_fd,
+    read_passphrase,
+)
 from keyside.manifest import load_manifest
 from keyside.vault import FileStore, Vault
 from keyside.vault.file_store import MIN_SCRYPT_N
@@ -264,6 +272,17 @@ def test_system_vault_unusable_exit_1(app_dir, keyside, case, env, message):
 def test_passphrase_environment_removed(monkeypatch, tmp_path):
     monkeypatch.setenv(PASSPHRASE_ENV, PASSPHRASE)
     assert read_passphrase(None, tmp_path / "v.enc", creating=False) == PASSPHRASE
+    assert PASSPHRASE_ENV not in os.environ
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+def test_passphrase_environment_never_inherited(app_dir, tmp_path, monkeypatch, kind):
+    monkeypatch.setenv(PASSPHRASE_ENV, PASSPHRASE)
+    args = argparse.Namespace(app=str(app_dir), vault=kind, vault_file=tmp_path / "v.enc", passphrase_fd=None)
+    if kind == "memory":
+        args.vault_file = None
+    vault = open_vault_from_args(args, load_manifest(app_dir))
+    assert vault.kind == kind
     assert PASSPHRASE_ENV not in os.environ
 
 

@@ -79,6 +79,9 @@ def open_vault_from_args(args: argparse.Namespace, manifest: Manifest) -> Vault:
     kind = vault_kind(args)
     passphrase_fd = getattr(args, "passphrase_fd", None)
     if kind != "file":
+        # Drop a passphrase exported for another run, so `keyside exec` children and the sidecar
+        # never inherit it.
+        os.environ.pop(PASSPHRASE_ENV, None)
         if getattr(args, "vault_file", None) is not None:
             raise UsageError("--vault-file applies only to the file vault.",
                              fix="Add --vault file, or drop --vault-file.")
