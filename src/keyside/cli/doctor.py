@@ -59,11 +59,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_app_arguments(parser)
     add_vault_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the checks as one JSON object")
+    parser.add_argument("--security", action="store_true",
+                        help="run the security self-test instead: attack a throwaway sidecar and the outbound "
+                             "guard on 127.0.0.1 and print one line per attack class")
     parser.set_defaults(handler=run_doctor)
 
 
 def run_doctor(args: argparse.Namespace) -> int:
-    results = collect_checks(args)
+    if args.security:
+        from keyside.selftest.checks import security_checks
+
+        results = security_checks(args)
+    else:
+        results = collect_checks(args)
     if args.json:
         print(json.dumps({"checks": [asdict(check) for check in results],
                           "ok": not any(check.status == FAIL for check in results)}, indent=2))
