@@ -26,6 +26,14 @@ READY_TIMEOUT_S = 20.0
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="signal relay is POSIX-only")
 
 
+@pytest.fixture(autouse=True)
+def _no_controlling_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Run from a terminal, pytest is in its foreground, and the relay would then leave SIGINT,
+    # SIGQUIT and SIGHUP to the terminal. These tests signal the process directly, as a
+    # supervisor without a terminal does; test_exec_terminal.py covers the terminal.
+    monkeypatch.setattr("keyside.exec.child.open_controlling_terminal", lambda: None)
+
+
 def child_env() -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONUNBUFFERED": "1"}
 
@@ -62,8 +70,9 @@ def test_run_child_exact_environment() -> None:
         assert run_child([sys.executable, "-c", code], {**child_env(), "ONLY": "this"}, relay) == 0
 
 
-def test_run_child_own_process_group() -> None:
-    code = "import os, sys; sys.exit(0 if os.getpgrp() == os.getpid() else 5)"
+def test_run_child_shares_process_group() -> None:
+    # One process group keeps terminal job control and pipelines as they are without keyside.
+    code = f"import os, sys; sys.exit(0 if os.getpgrp() == {os.getpgrp()} else 5)"
     with SignalRelay() as relay:
         assert run_child([sys.executable, "-c", code], child_env(), relay) == 0
 
@@ -139,7 +148,7 @@ def test_relay_queues_signals_while_spawning(tmp_path: Path, capfd: pytest.Captu
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not ready_file.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
-        relay.attach(child.pid)
+        relay.attach(child.pid, None)
         exit_code = child.wait(timeout=READY_TIMEOUT_S)
         relay.finish()
     assert exit_code == 10 + signal.SIGUSR1

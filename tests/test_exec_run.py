@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import string
@@ -113,9 +114,12 @@ def keyless_app(tmp_path: Path) -> Iterator[list[str]]:
 
 
 async def keyside_exec(args: list[str], env: dict[str, str] | None = None) -> Result:
+    # Every run here starts in a new session without a controlling terminal, so keyside exec
+    # relays the tests' signals the same way whether or not pytest itself runs in a terminal.
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "keyside", "exec", *args, env=env,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        start_new_session=True)
     try:
         stdout, stderr = await asyncio.wait_for(process.communicate(), RUN_TIMEOUT_S)
     except TimeoutError:
@@ -255,7 +259,7 @@ async def test_exec_child_sees_no_secret(exec_app: ExecApp, tmp_path: Path) -> N
     assert environ["KEYSIDE_URL_ANTHROPIC"] == f"{base}/api/svc/anthropic"
     assert environ["KEYSIDE_URL_LOCAL_LLM"] == f"{base}/api/svc/local-llm"
     assert "KEYSIDE_URL_UNUSED" not in environ
-    assert report["pgid_is_own"] is True
+    assert report["pgid"] == report["parent_pgid"]
 
     assert "OPENAI_API_KEY is not passed to the command" in result.stderr
     assert "DATABASE_URL is not passed to the command" in result.stderr
@@ -295,7 +299,8 @@ async def test_exec_secret_set_by_cli_persists(exec_app: ExecApp, tmp_path: Path
     setter = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "keyside", "secrets", "set", "OPENAI_API_KEY", "--stdin", *exec_app.args(),
         env=exec_app.env(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True)
     out, err = await asyncio.wait_for(setter.communicate(key.encode() + b"\n"), RUN_TIMEOUT_S)
     assert setter.returncode == 0, err.decode()
     assert key not in (out + err).decode()
@@ -325,7 +330,8 @@ async def test_exec_exit_code(keyless_app: list[str], code: str, expected: int) 
 async def start_signals_child(app_args: list[str], mode: str) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "keyside", "exec", *app_args, "--", *python("signals.py", mode),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        start_new_session=True)
     assert process.stdout is not None
     line = await asyncio.wait_for(process.stdout.readline(), RUN_TIMEOUT_S)
     assert line == b"ready\n"
@@ -391,7 +397,7 @@ async def test_exec_sigkill_leaves_no_sidecar(keyless_app: list[str]) -> None:
     # The command outlives a SIGKILLed keyside exec (its token no longer works) and keeps the
     # output pipes open, so the test ends it before waiting for keyside exec.
     os.kill(commands[0], signal.SIGKILL)
-    await asyncio.wait_for(process.wait(), STEP_TIMEOUT_S)
+    await asyncio.wait_for(process.communicate(), STEP_TIMEOUT_S)
     assert not sidecar_survived
 
 
@@ -417,7 +423,8 @@ async def test_exec_survives_sidecar_restart(exec_app: ExecApp) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "keyside", "exec", *exec_app.args("--service", "openai", "--", *python("repeat.py")),
         env=exec_app.env(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True)
     assert process.stdin is not None
     assert process.stdout is not None
 
@@ -449,3 +456,21 @@ async def test_exec_survives_sidecar_restart(exec_app: ExecApp) -> None:
     _, stderr = await asyncio.wait_for(process.communicate(), STEP_TIMEOUT_S)
     assert process.returncode == 0, stderr.decode()
     assert [r.header("Authorization") for r in exec_app.openai.requests] == [f"Bearer {OPENAI_KEY}"] * 2
+
+
+async def test_exec_ctrl_c_stops_shell_script(keyless_app: list[str]) -> None:
+    need(shutil.which("setsid") is not None, "setsid (util-linux) is needed to give a process a terminal")
+    need(shutil.which("bash") is not None, "bash is needed for the job control tests")
+    from test_exec_terminal import CTRL_C, Terminal
+
+    # A script whose keyside exec command dies of Ctrl-C stops there, as it would without keyside.
+    command = shlex.join([sys.executable, "-m", "keyside", "exec", *keyless_app, "--",
+                          *python("signals.py", "die")])
+    terminal = Terminal(["bash", "-c", f"{command}; echo after=$?"])
+    try:
+        await asyncio.to_thread(terminal.read_until, "ready")
+        terminal.type(CTRL_C)
+        assert await asyncio.to_thread(terminal.wait) == -signal.SIGINT
+        assert "after=" not in terminal.output.decode("utf-8", "replace")
+    finally:
+        terminal.close()

@@ -1,4 +1,4 @@
-"""Job control of `keyside exec` on a terminal: the child gets the terminal's foreground.
+"""`keyside exec` on a terminal: one job with its child for the terminal and the shell.
 
 Each test starts the run_child driver, or an interactive bash that starts it, as the session
 leader on a fresh pseudo-terminal (`setsid --ctty`). Then it types into the terminal what a user
@@ -93,8 +93,8 @@ def wait_for_state(pid: int, state: str) -> None:
         time.sleep(0.01)
 
 
-DRIVER_COMMAND = [sys.executable, str(SCRIPTS / "run_child_driver.py"),
-                  sys.executable, str(SCRIPTS / "signals.py"), "count"]
+DRIVER = [sys.executable, str(SCRIPTS / "run_child_driver.py")]
+DRIVER_COMMAND = [*DRIVER, sys.executable, str(SCRIPTS / "signals.py"), "count"]
 
 
 @pytest.fixture
@@ -117,6 +117,7 @@ def shell() -> Iterator[Terminal]:
 
 
 def test_terminal_ctrl_c_reaches_child_once(terminal: Terminal) -> None:
+    # The terminal sends SIGINT to keyside exec and the child; keyside exec must not relay it.
     terminal.read_until("ready")
     terminal.type(CTRL_C)
     terminal.read_until("got SIGINT")
@@ -136,32 +137,22 @@ def test_terminal_child_reads_input(terminal: Terminal) -> None:
     assert terminal.wait() == 0
 
 
-def test_terminal_ctrl_z_stops_and_continues(terminal: Terminal) -> None:
-    driver = terminal.process.pid
+def test_terminal_sigterm_relayed_once(terminal: Terminal) -> None:
+    # SIGTERM does not come from the terminal, so keyside exec relays it even in the foreground.
     terminal.read_until("ready")
-    assert os.tcgetpgrp(terminal.master) != driver
-
-    terminal.type(CTRL_Z)
-    # The driver stops itself after the child stops, and takes the terminal back as a shell expects.
-    wait_for_state(driver, "T")
-    assert os.tcgetpgrp(terminal.master) == driver
-
-    os.kill(driver, signal.SIGCONT)
-    deadline = time.monotonic() + STEP_TIMEOUT_S
-    while os.tcgetpgrp(terminal.master) == driver and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert os.tcgetpgrp(terminal.master) != driver
-
+    os.kill(terminal.process.pid, signal.SIGTERM)
+    terminal.read_until("got SIGTERM")
     terminal.type(b"quit\n")
-    terminal.read_until("read quit")
+    output = terminal.read_until("read quit")
+
     assert terminal.wait() == 0
+    assert output.count("got SIGTERM") == 1
 
 
 def test_shell_ctrl_z_then_fg(shell: Terminal) -> None:
     shell.type(shlex.join(DRIVER_COMMAND).encode() + b"\n")
     shell.read_until("ready")
     shell.type(CTRL_Z)
-    # bash reports the job stopped only when keyside exec stops itself after the child.
     shell.read_until("Stopped")
 
     shell.type(b"fg\n")
@@ -175,7 +166,7 @@ def test_shell_ctrl_z_then_fg(shell: Terminal) -> None:
 
 def test_shell_background_read_then_fg(shell: Terminal) -> None:
     # Started with &, the child reads the terminal from the background and is stopped by
-    # SIGTTIN; `fg` must give it the terminal, just as for a command started without keyside.
+    # SIGTTIN. `fg` must give it the terminal, just as for a command started without keyside.
     shell.type(shlex.join(DRIVER_COMMAND).encode() + b" &\n")
     shell.read_until("ready")
     # bash prints "[1] PID" for the background job.
@@ -189,3 +180,18 @@ def test_shell_background_read_then_fg(shell: Terminal) -> None:
     shell.read_until("read quit")
     shell.type(b"echo exit=$?\n")
     shell.read_until("exit=0")
+
+
+def test_shell_script_stops_on_ctrl_c(shell: Terminal) -> None:
+    # A script stops when its foreground command dies of Ctrl-C, with keyside as without it.
+    command = shlex.join([*DRIVER, sys.executable, str(SCRIPTS / "signals.py"), "die"])
+    script = f"{command}; echo after=$?"
+    shell.type(f"bash -c {shlex.quote(script)}\n".encode())
+    shell.read_until("ready")
+    shell.type(CTRL_C)
+    shell.read_until_match(r"\^C[^$]*\$ ")
+    shell.type(b"echo script=$?\n")
+
+    status = shell.read_until_match(r"script=(\d+)")
+    assert status.group(1) == "130"
+    assert re.search(r"after=\d", shell.output.decode("utf-8", "replace")) is None

@@ -21,10 +21,12 @@ contains a stored secret are not passed on.
 """
 
 EPILOG = """\
-Exit status: the command's own exit status, 128+N when a signal N killed it, 126 or 127 when it
+Exit status: the command's own exit status, 128+N when a signal N killed it (after a Ctrl-C or
+Ctrl-\\ from the terminal, keyside exec ends with that signal itself), 126 or 127 when it
 cannot be started, 1 when a service or its secret is missing or keyside cannot start, 2 for a
-usage error. SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to keyside exec are
-relayed to the command.
+usage error. SIGTERM, SIGUSR1 and SIGUSR2 sent to keyside exec are relayed to the command;
+SIGINT, SIGQUIT and SIGHUP are relayed unless keyside exec runs in the foreground of a
+terminal, which sends them to the command itself.
 
 example:
   keyside exec --app ./my-app --service openai -- python agent.py

@@ -1,13 +1,18 @@
-"""Run the command of `keyside exec` as a child process: signal relay and terminal hand-off.
+"""Run the command of `keyside exec` as a child process and relay signals to it.
 
-The child runs in its own process group. When keyside exec is in the foreground of its
-controlling terminal, it makes the child's group the terminal's foreground group, as a shell
-does for a job. Ctrl-C, Ctrl-\\ and Ctrl-Z then reach the child and its descendants once,
-straight from the terminal, and the child can read the terminal. Signals sent to keyside exec
-itself (kill, a process supervisor, a CI runner that cancels a job) are relayed to the child's
-process only, never to its process group, just as if the child had been signalled directly.
-Without a separate process group, a terminal's Ctrl-C would reach the child twice: once from
-the terminal and once relayed.
+The child stays in keyside exec's process group, so for the terminal and the shell the two are
+one job, as if the shell had run the command itself. Ctrl-C, Ctrl-\\ and Ctrl-Z reach both
+straight from the terminal, the child can read the terminal, and `fg`, `bg`, `&` and pipelines
+behave as usual. Other signals sent to keyside exec (kill, a process supervisor, a CI runner
+that cancels a job) are relayed to the child's process.
+
+Python cannot tell who sent a signal, so one rule decides what to relay. SIGINT, SIGQUIT and
+SIGHUP are the signals a terminal sends to its whole foreground process group. While keyside
+exec is in that group, the child got them from the terminal already, and relaying them again
+would deliver them twice; they are relayed only when keyside exec is not in the foreground of
+a terminal. NOTE: so a SIGINT, SIGQUIT or SIGHUP sent to keyside exec alone while it runs in the
+foreground of a terminal does not reach the child, and a signal sent to the whole process group
+from elsewhere reaches the child twice.
 """
 
 from __future__ import annotations
@@ -30,8 +35,11 @@ if os.name == "posix":
     RELAYED_SIGNALS: tuple[signal.Signals, ...] = (
         signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
     )
+    # The relayed signals that a terminal sends to its whole foreground process group.
+    TERMINAL_SIGNALS: frozenset[int] = frozenset({signal.SIGINT, signal.SIGQUIT, signal.SIGHUP})
 else:
     RELAYED_SIGNALS = (signal.SIGINT,)
+    TERMINAL_SIGNALS = frozenset({signal.SIGINT})
 
 # A child killed by signal N gives exit code 128 + N, as POSIX shells report it.
 EXIT_SIGNAL_BASE = 128
@@ -61,22 +69,39 @@ class Interrupted(BaseException):
         return EXIT_SIGNAL_BASE + self.signum
 
 
+def open_controlling_terminal() -> int | None:
+    """Open the controlling terminal (/dev/tty) and return its fd, or None without one.
+
+    The fd is not inherited by children. The caller closes it.
+    """
+    if os.name != "posix":
+        return None
+    try:
+        return os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return None
+
+
 class SignalRelay:
     """Handlers for RELAYED_SIGNALS whose action depends on how far the run has got.
 
     Before the child is spawned a signal raises Interrupted, so start-up stops and cleans up.
     While Popen runs, signals are queued, because an exception inside Popen could lose the pid
-    of a child that already exists. Once the child runs they go to it, queued ones first. After
-    the child has exited they are logged and ignored, so cleanup (revoking the token, stopping
-    the sidecar) always completes. Python runs these handlers in the main thread only, so the
-    relay must be installed from the main thread.
+    of a child that already exists. Once the child runs they go to it, queued ones first, unless
+    the terminal sent them to the child already (see the module docs). After the child has
+    exited they are logged and ignored, so cleanup (revoking the token, stopping the sidecar)
+    always completes. Python runs these handlers in the main thread only, so the relay must be
+    installed from the main thread.
     """
 
     def __init__(self) -> None:
         self._phase = _STARTING
         self._child_pid: int | None = None
+        self._terminal: int | None = None
         self._pending: list[int] = []
         self._previous: dict[int, object] = {}
+        # Set when the child died of a signal that its terminal sent to the whole job.
+        self.terminal_signal: int | None = None
 
     def __enter__(self) -> SignalRelay:
         for signum in RELAYED_SIGNALS:
@@ -91,9 +116,13 @@ class SignalRelay:
     def spawning(self) -> None:
         self._phase = _SPAWNING
 
-    def attach(self, pid: int) -> None:
-        """Relay signals to `pid` from now on, starting with any queued while it was spawned."""
+    def attach(self, pid: int, terminal: int | None) -> None:
+        """Relay signals to `pid` from now on, starting with any queued while it was spawned.
+
+        `terminal` is an open fd of the controlling terminal, or None when there is none.
+        """
         self._child_pid = pid
+        self._terminal = terminal
         self._phase = _RUNNING
         pending, self._pending = self._pending, []
         for signum in pending:
@@ -113,63 +142,52 @@ class SignalRelay:
         else:
             logger.info("signal ignored during shutdown signal=%s", signal.Signals(signum).name)
 
+    def in_terminal_foreground(self) -> bool:
+        if self._terminal is None:
+            return False
+        try:
+            return os.tcgetpgrp(self._terminal) == os.getpgrp()
+        except OSError:
+            return False
+
     def _forward(self, signum: int) -> None:
         if self._child_pid is None:
             return
+        name = signal.Signals(signum).name
         if os.name != "posix":
             # NOTE: untested. A console Ctrl-C reaches every process on the console, the child
             # included, so there is nothing to relay on Windows.
+            return
+        if signum in TERMINAL_SIGNALS and self.in_terminal_foreground():
+            logger.info("signal not relayed because the terminal sent it to the child too signal=%s", name)
             return
         try:
             os.kill(self._child_pid, signum)
         except ProcessLookupError:
             return
-        logger.info("signal relayed signal=%s pid=%d", signal.Signals(signum).name, self._child_pid)
+        logger.info("signal relayed signal=%s pid=%d", name, self._child_pid)
 
 
-def open_controlling_terminal() -> int | None:
-    """Open the controlling terminal (/dev/tty) and return its fd, or None without one.
+def end_with_signal(signum: int) -> None:
+    """End this process with `signum`, the way the child ended, and without a core dump.
 
-    The fd is not inherited by children. The caller closes it.
+    A shell that runs a script waits for its foreground job after Ctrl-C, and stops the script
+    only when the job died of SIGINT itself (bash's "wait and cooperative exit"). An exit status
+    of 130 would let the script go on with its next command.
     """
     if os.name != "posix":
-        return None
-    try:
-        return os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
-    except OSError:
-        return None
-
-
-def _is_foreground(terminal: int, process_group: int) -> bool:
-    try:
-        return os.tcgetpgrp(terminal) == process_group
-    except OSError:
-        return False
-
-
-def _set_foreground(terminal: int, process_group: int) -> None:
-    # A process outside the foreground group gets SIGTTOU from tcsetpgrp unless it blocks it.
-    # Blocking it in this thread only keeps the change away from children and other threads.
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
-    try:
-        os.tcsetpgrp(terminal, process_group)
-    except OSError as error:
-        logger.warning("terminal hand-off failed process_group=%d error=%s", process_group, error)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _continue_group(process_group: int) -> None:
-    try:
-        os.killpg(process_group, signal.SIGCONT)
-    except ProcessLookupError:
         return
+    import resource
+
+    # SIGQUIT would otherwise dump the core of keyside exec itself.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+    os.kill(os.getpid(), signum)
 
 
 def _spawn(command: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     try:
-        if os.name == "posix":
-            return subprocess.Popen(list(command), env=dict(env), process_group=0)
         return subprocess.Popen(list(command), env=dict(env))
     except FileNotFoundError:
         raise ExecError(f"Command not found: {command[0]!r}.", reason=COMMAND_NOT_FOUND,
@@ -189,78 +207,24 @@ def run_child(command: Sequence[str], env: Mapping[str, str], relay: SignalRelay
     """
     terminal = open_controlling_terminal()
     try:
-        return _run_child(command, env, relay, terminal)
+        relay.spawning()
+        child = _spawn(command, env)
+        logger.info("child started pid=%d program=%s terminal=%s", child.pid, os.path.basename(command[0]),
+                    terminal is not None)
+        relay.attach(child.pid, terminal)
+        try:
+            # A relayed signal interrupts the wait. Python runs the handler, then waits again (PEP 475).
+            exit_code = child.wait()
+        finally:
+            relay.finish()
+        if exit_code < 0 and -exit_code in TERMINAL_SIGNALS and relay.in_terminal_foreground():
+            relay.terminal_signal = -exit_code
     finally:
         if terminal is not None:
             os.close(terminal)
-
-
-def _run_child(command: Sequence[str], env: Mapping[str, str], relay: SignalRelay, terminal: int | None) -> int:
-    relay.spawning()
-    child = _spawn(command, env)
-    in_foreground = terminal is not None and _is_foreground(terminal, os.getpgrp())
-    logger.info("child started pid=%d program=%s terminal=%s foreground=%s", child.pid,
-                os.path.basename(command[0]), terminal is not None, in_foreground)
-    if terminal is not None and in_foreground:
-        _set_foreground(terminal, child.pid)
-    relay.attach(child.pid)
-
-    try:
-        if os.name == "posix":
-            status = _wait_posix(child.pid, terminal)
-            exit_code = os.waitstatus_to_exitcode(status)
-            # Popen must not try to reap the pid again: it may belong to another process by now.
-            child.returncode = exit_code
-        else:
-            exit_code = child.wait()
-    finally:
-        relay.finish()
-        # Take the terminal back only from the child's group. After `bg`, the shell has it.
-        if terminal is not None and _is_foreground(terminal, child.pid):
-            _set_foreground(terminal, os.getpgrp())
 
     if exit_code < 0:
         logger.info("child killed pid=%d signal=%s", child.pid, signal.Signals(-exit_code).name)
         return EXIT_SIGNAL_BASE - exit_code
     logger.info("child exited pid=%d exit_code=%d", child.pid, exit_code)
     return exit_code
-
-
-def _wait_posix(pid: int, terminal: int | None) -> int:
-    """Wait until `pid` exits and return its wait status, following it through stops."""
-    while True:
-        # A relayed signal interrupts waitpid. Python runs the handler, then retries (PEP 475).
-        _, status = os.waitpid(pid, os.WUNTRACED)
-        if not os.WIFSTOPPED(status):
-            return status
-        _follow_stop(pid, terminal, os.WSTOPSIG(status))
-
-
-def _follow_stop(pid: int, terminal: int | None, stop_signal: int) -> None:
-    """React to the child being stopped, as a shell does for a job.
-
-    The shell that started keyside exec knows only keyside exec, so keyside exec stops too and
-    the shell reports a stopped job. The shell's `fg` or `bg` then continues keyside exec, which
-    continues the child and, after `fg`, gives it the terminal.
-    """
-    if terminal is None:
-        # Without a terminal there is no job control. The process that stopped the child must
-        # continue it.
-        return
-    if stop_signal in (signal.SIGTTIN, signal.SIGTTOU) and _is_foreground(terminal, pid):
-        # The child used the terminal in the instant between its start and the hand-off, and
-        # it has the terminal now.
-        _continue_group(pid)
-        return
-
-    # Ctrl-Z, or the child used the terminal from the background (`keyside exec ... &`).
-    logger.info("child stopped pid=%d signal=%s", pid, signal.Signals(stop_signal).name)
-    if _is_foreground(terminal, pid):
-        _set_foreground(terminal, os.getpgrp())
-    os.kill(os.getpid(), signal.SIGSTOP)
-
-    in_foreground = _is_foreground(terminal, os.getpgrp())
-    if in_foreground:
-        _set_foreground(terminal, pid)
-    _continue_group(pid)
-    logger.info("child continued pid=%d foreground=%s", pid, in_foreground)

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any, Protocol
 
-from keyside.exec.child import Interrupted, SignalRelay, run_child
+from keyside.exec.child import Interrupted, SignalRelay, end_with_signal, run_child
 from keyside.exec.environment import (
     COMMAND_MISSING,
     ExecError,
@@ -80,8 +80,10 @@ def run_exec(manifest: Manifest, vault: ExecVault, command: Sequence[str], *,
 
     Raises ExecError (with the exit code to use) when a service or its secret is missing, an
     argument contains a stored secret, or the command cannot be started. A relayed signal that
-    arrives before the command starts stops the host and gives 128 + the signal number. Must be
-    called from the main thread, because it installs signal handlers.
+    arrives before the command starts stops the host and gives 128 + the signal number. When
+    the command dies of a Ctrl-C or Ctrl-\\ from its terminal, this process ends with the same
+    signal after cleanup instead of returning. Must be called from the main thread, because it
+    installs signal handlers.
     """
     if not command:
         raise ExecError("No command given.", reason=COMMAND_MISSING,
@@ -101,11 +103,14 @@ def run_exec(manifest: Manifest, vault: ExecVault, command: Sequence[str], *,
         with SignalRelay() as relay:
             host = host_factory(manifest, vault)
             try:
-                return _run_with_host(host, relay, command, names, secret_values, parent_env, stderr)
+                exit_code = _run_with_host(host, relay, command, names, secret_values, parent_env, stderr)
             finally:
                 # A signal during cleanup must not cut the sidecar's shutdown short.
                 relay.finish()
                 host.stop()
+        if relay.terminal_signal is not None:
+            end_with_signal(relay.terminal_signal)
+        return exit_code
     except Interrupted as interrupted:
         name = signal.Signals(interrupted.signum).name
         logger.info("exec interrupted before the command started signal=%s", name)

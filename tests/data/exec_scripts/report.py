@@ -22,7 +22,8 @@ report = {
     "proc_environ": read_proc("environ"),
     "argv": sys.argv,
     "proc_cmdline": read_proc("cmdline"),
-    "pgid_is_own": os.getpgrp() == os.getpid(),
+    "pgid": os.getpgrp(),
+    "parent_pgid": os.getpgid(os.getppid()),
 }
 with open(sys.argv[1], "w", encoding="utf-8") as handle:
     json.dump(report, handle)

@@ -27,6 +27,9 @@ def count_signal(signum: int, frame: object) -> None:
 if mode == "exit":
     for signum in RELAYED:
         signal.signal(signum, exit_on_signal)
+elif mode == "die":
+    # Python turns SIGINT into KeyboardInterrupt; the default action ends the process at once.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 elif mode == "count":
     for signum in RELAYED:
         signal.signal(signum, count_signal)
