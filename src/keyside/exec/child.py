@@ -8,9 +8,9 @@ that cancels a job) are relayed to the child's process.
 
 Python cannot tell who sent a signal, so one rule decides what to relay. SIGINT, SIGQUIT and
 SIGHUP are the signals a terminal sends to its whole foreground process group. While keyside
-exec is in that group, the child got them from the terminal already, and relaying them again
-would deliver them twice; they are relayed only when keyside exec is not in the foreground of
-a terminal. NOTE: so a SIGINT, SIGQUIT or SIGHUP sent to keyside exec alone while it runs in the
+exec is in that group, the child got them from the terminal already, and relaying them would
+deliver them twice. So they are relayed only when keyside exec is not in the foreground of a
+terminal. NOTE: so a SIGINT, SIGQUIT or SIGHUP sent to keyside exec alone while it runs in the
 foreground of a terminal does not reach the child, and a signal sent to the whole process group
 from elsewhere reaches the child twice.
 """

@@ -2,7 +2,7 @@
 
 Usage: signals.py MODE [READY_FILE]
   exit     on the first relayed signal, print its name and exit with 10 + the signal number
-  die      keep the default actions, so the first signal kills the process
+  die      use the default actions, so the first signal kills the process
   count    print each signal's name; exit 0 when a line "quit" arrives on stdin
 Prints "ready" once its handlers are installed, and creates READY_FILE when one is given.
 """
