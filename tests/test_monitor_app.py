@@ -1,12 +1,13 @@
 """Tests for the bundled monitor app and the hello example.
 
-Four layers: the manifests load and bind each key to the right upstream and injection; the
-pages obey the Content-Security-Policy the page server sends (same-origin files only, no
-inline script, style or event handlers, no HTML sinks or browser storage in the JS); the
-pages work in Chromium under `keyside run --browser` with the real host and sidecar, against
-fake providers on loopback (missing, saved, rejected and offline keys); and the page logic
-(SSE and feed parsing, failure classification) runs in Chromium against a stub bridge, which
-also produces the few states the real stack gives only with effort.
+Four layers:
+- the manifests load and bind each key to the right upstream and injection;
+- the pages obey the Content-Security-Policy the page server sends: same-origin files only,
+  no inline script, style or event handlers, and no HTML sinks or browser storage in the JS;
+- the pages work in Chromium under `keyside run --browser` with the real host and sidecar,
+  against fake providers on loopback (missing, saved, rejected and offline keys);
+- the page logic (SSE and feed parsing, failure classification) runs in Chromium against a
+  stub bridge, which also produces the few states the real stack gives only with effort.
 """
 
 from __future__ import annotations
@@ -48,15 +49,15 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
 ]
-# The policy the page server sends with every page (connect-src names only 'self' here
-# because this test's stub answers the sidecar routes on the page origin).
+# The policy the page server sends with every page. Here connect-src names only 'self',
+# because this test's stub serves the sidecar routes on the page origin.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 # Playwright waits this long for a page state before failing the test, in milliseconds.
 PAGE_TIMEOUT_MS = 10_000
 
-# The browser tests share one event loop, so they can share one Chromium (a launch takes
-# seconds on a busy 2-core machine); each test still gets its own browser context.
+# The browser tests share one event loop, so they can share one Chromium, because a launch
+# takes seconds on a busy 2-core machine. Each test still gets its own browser context.
 shared_loop = pytest.mark.asyncio(loop_scope="module")
 
 
@@ -364,7 +365,7 @@ BRIEF_TOKENS_BEFORE_GATE = 3
 
 
 def fake_quote(symbol: str) -> dict[str, Any]:
-    """A Finnhub quote; Finnhub answers an unknown symbol with zeros, as ZZZZ does here."""
+    """Return a Finnhub quote; Finnhub returns zeros for an unknown symbol, as ZZZZ does here."""
     if symbol == "ZZZZ":
         return {"c": 0, "d": None, "dp": None, "h": 0, "l": 0, "o": 0, "pc": 0, "t": 0}
     base = 100 + sum(map(ord, symbol)) % 50
@@ -380,10 +381,10 @@ def fake_observations() -> dict[str, Any]:
 
 
 async def stream_chat(request: web.Request, gate: asyncio.Event | None) -> web.StreamResponse:
-    """Answer a chat completion with stream=true as server-sent events, one token per event.
+    """Stream a chat completion response as server-sent events, one token per event.
 
     With a `gate`, the stream sends BRIEF_TOKENS_BEFORE_GATE tokens and waits for the test to
-    set it, so a test can see the page show part of the answer before the rest exists.
+    set it, so a test can see the page show part of the response before the rest exists.
     """
     body = await request.json()
     assert body["stream"] is True
@@ -413,7 +414,8 @@ async def browser() -> AsyncIterator[Any]:
 
 async def open_page(browser: Any, url: str, *, width: int = 1240, height: int = 900) -> Any:
     """Open `url` in a new browser context that records CSP violations and page errors."""
-    context = await browser.new_context(viewport={"width": width, "height": height})
+    # A fixed locale, because the pages format numbers and dates with the browser's locale.
+    context = await browser.new_context(viewport={"width": width, "height": height}, locale="en-US")
     await context.add_init_script(CSP_LISTENER_JS)
     page = await context.new_page()
     page.set_default_timeout(PAGE_TIMEOUT_MS)
@@ -517,7 +519,7 @@ class FakeUpstreams:
     Each provider takes its key the way the real one does (Finnhub: X-Finnhub-Token; FRED: the
     api_key query parameter, 400 when wrong; Groq and OpenRouter: a bearer token) and records
     every request. `behaviour[service]` = "invalid" (401 whatever the key) or "rate_limited"
-    (429) overrides the answer. `closed_port` refuses connections, like a local Ollama that is
+    (429) overrides the response. `closed_port` refuses connections, like a local Ollama that is
     not running.
     """
 
@@ -563,10 +565,10 @@ class FakeUpstreams:
     def _handler(self, name: str) -> Any:
         async def handle(request: web.Request) -> web.StreamResponse:
             self.received.append(Received(name, request.method, request.path_qs, dict(request.headers)))
-            return await self.answer(name, request)
+            return await self.respond(name, request)
         return handle
 
-    async def answer(self, name: str, request: web.Request) -> web.StreamResponse:
+    async def respond(self, name: str, request: web.Request) -> web.StreamResponse:
         if name == "feeds":
             if request.path not in FEED_FILES:
                 return web.Response(status=404)
@@ -769,7 +771,7 @@ async def test_real_keys_data_and_failures(tmp_path: Path, browser: Any, upstrea
         assert await series.locator("svg.chart path.chart-line").count() == 1
         assert await series.locator(".series-value").text_content() == "3.9"
 
-        # The brief shows the first tokens while the fake still holds the rest.
+        # The brief shows the first tokens while the fake keeps back the rest.
         partial = "".join(BRIEF_TOKENS[:BRIEF_TOKENS_BEFORE_GATE])
         await main.wait_for_function(
             "(text) => document.querySelector('#panel-brief .brief-text')?.textContent === text", arg=partial)
@@ -808,7 +810,7 @@ async def test_real_keys_data_and_failures(tmp_path: Path, browser: Any, upstrea
         brief = await panel_state(main, "brief", "rate_limited")
         assert await brief.locator(".status-text").text_content() == "Groq rate limit reached."
 
-        # Delete asks for a second press, then the dashboard says the key is missing again.
+        # Delete needs a second press, then the dashboard reports the key missing again.
         await settings.locator('article[data-secret="FINNHUB_API_KEY"]').get_by_role("button", name="Delete").click()
         await card_action(settings, "FINNHUB_API_KEY", "Confirm delete", "Deleted")
         assert await finnhub.get_attribute("data-configured") == "false"
@@ -866,10 +868,10 @@ async def test_real_hello_saves_token_and_greets(tmp_path: Path, browser: Any, u
 
 # --- Browser tests against a stub bridge ----------------------------------------------------
 #
-# Page behaviour that needs an answer the real stack gives only with effort (no open_window
-# command, every feed offline, a provider order, an XHTML feed) runs against a stub: the pages
-# are served on loopback with the page server's CSP, and /keyside/bridge.js is a stub whose
-# commands and sidecar routes this test's server answers.
+# Page behaviour that the real stack produces only with effort (no open_window command, every
+# feed offline, a provider order, an XHTML feed) runs against a stub. The pages are served on
+# loopback with the page server's CSP, and /keyside/bridge.js is a stub whose commands and
+# sidecar routes this test's server handles.
 
 STUB_BRIDGE_JS = """
 export class KeysideError extends Error {
@@ -904,11 +906,11 @@ def sidecar_error(status: int, reason: str, message: str) -> web.Response:
 
 @dataclass
 class StubHost:
-    """The host commands and sidecar routes the pages call, answered like the real ones.
+    """The host commands and sidecar routes the pages call, responding like the real ones.
 
-    A keyed service whose secret is not in `secrets` answers 424 secret_not_configured, and
+    A keyed service whose secret is not in `secrets` returns 424 secret_not_configured, and
     a keyless one 502 connect_failed (nothing listens), as the sidecar does. Feeds come from
-    STUB_FEEDS; any other feed URL answers 502 dns_failed.
+    STUB_FEEDS; any other feed URL returns 502 dns_failed.
     """
 
     manifest: Manifest
@@ -1249,7 +1251,7 @@ async def test_classify_bridge_errors(module_page: Any) -> None:
       const { classifyError } = await import("/js/failure.js");
       return [
         classifyError(Object.assign(new Error("not set"), { reason: "secret_not_configured" })).state,
-        classifyError(Object.assign(new Error("down"), { reason: "sidecar_unavailable" })).state,
+        classifyError(Object.assign(new Error("moved"), { reason: "sidecar_moved" })).state,
         classifyError(Object.assign(new Error("401"), { reason: "upstream_status", status: 401 })).state,
         classifyError(new TypeError("Failed to fetch")).reason,
         classifyError(Object.assign(new Error("?"), { reason: "something_new" })).state,
@@ -1272,6 +1274,26 @@ async def test_app_config_with_service_names_only(module_page: Any) -> None:
     assert result["names"] == ["groq", "ollama"]
     assert result["labels"] == ["groq", "Ollama"]
     assert result["problems"] == ["[ui.ai.nope] needs path and model"]
+
+
+AXIS_CASES = [
+    pytest.param("2015-01-01", 120, ["2016", "2018", "2020", "2022", "2024"], id="ten-years-by-year"),
+    pytest.param("2024-01-01", 5, ["Jan 2024", "Feb 2024", "Mar 2024", "Apr 2024", "May 2024"], id="months"),
+]
+
+
+@shared_loop
+@pytest.mark.parametrize(("start", "months", "labels"), AXIS_CASES)
+async def test_chart_time_axis(module_page: Any, start: str, months: int, labels: list[str]) -> None:
+    result = await module_page.evaluate("""async ([start, months]) => {
+      const { lineChart } = await import("/js/chart.js");
+      const first = new Date(`${start}T00:00:00Z`);
+      const points = Array.from({ length: months }, (_, i) => ({
+        date: new Date(Date.UTC(first.getUTCFullYear(), first.getUTCMonth() + i, 1)), value: i % 3 }));
+      const svg = lineChart(points, { label: "test" });
+      return [...svg.querySelectorAll(".chart-axis text")].map((node) => node.textContent);
+    }""", [start, months])
+    assert result == labels
 
 
 @shared_loop

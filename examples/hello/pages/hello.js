@@ -1,5 +1,5 @@
 // The whole hello app: store a token through the host, then call GitHub through the sidecar.
-// The page never holds the stored token; the sidecar adds it to the request.
+// The page never receives the stored token: the sidecar adds it to the request.
 
 import { api, invoke } from "/keyside/bridge.js";
 

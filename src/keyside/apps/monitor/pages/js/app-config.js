@@ -28,7 +28,12 @@ export function readAppConfig(config) {
 /** Return the string list at ui[key]; a single string counts as a list of one. */
 export function stringList(ui, key) {
   const value = ui[key];
-  const list = Array.isArray(value) ? value : typeof value === "string" ? [value] : [];
+  let list = [];
+  if (Array.isArray(value)) {
+    list = value;
+  } else if (typeof value === "string") {
+    list = [value];
+  }
   return list.filter((item) => typeof item === "string" && item.trim()).map((item) => item.trim());
 }
 

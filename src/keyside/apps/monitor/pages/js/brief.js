@@ -1,15 +1,15 @@
 // AI brief panel: a short summary of the headlines, streamed token by token from an
-// OpenAI-compatible chat completions endpoint (POST with "stream": true; the answer is
-// server-sent events whose data is a JSON chunk, ending with "data: [DONE]").
+// OpenAI-compatible chat completions endpoint. The request is a POST with "stream": true, and
+// the response is server-sent events whose data is a JSON chunk, ending with "data: [DONE]".
 
 import { el } from "./dom.js";
 import { State } from "./failure.js";
 import { fetchService } from "./requests.js";
 import { SseParser, readChatEvent } from "./sse.js";
 
-// Headlines sent to the model; enough for a summary, small enough for a fast answer.
+// Headlines sent to the model: enough for a summary, few enough for a fast response.
 export const MAX_BRIEF_HEADLINES = 15;
-// Upper bound on the answer length, in tokens, passed to the API as max_tokens.
+// Maximum response length in tokens, passed to the API as max_tokens.
 export const MAX_BRIEF_TOKENS = 400;
 
 const SYSTEM_PROMPT = "You write a short, neutral news brief for a market dashboard. "
@@ -28,8 +28,8 @@ export function buildMessages(headlines) {
 
 /**
  * Stream a brief of `headlines` into `panel`, using the first provider in `providers`
- * ([{service, label, path, model, secret}]) that answers. A provider whose key is not set, or
- * that cannot be reached (a local Ollama that is not running), is skipped; a rejected key
+ * ([{service, label, path, model, secret}]) that responds. A provider whose key is not set,
+ * or that cannot be reached (a local Ollama that is not running), is skipped. A rejected key
  * stops the search, because the user set that key and needs to know it fails.
  * `signal` aborts the request and the stream.
  */
@@ -107,7 +107,7 @@ async function renderStream(panel, provider, response, signal) {
   let ended = "complete";
   try {
     if (!contentType.includes("text/event-stream")) {
-      // A server that ignores "stream": true answers with one JSON object.
+      // A server that ignores "stream": true returns one JSON object.
       const result = readChatEvent(await response.text());
       text.appendData(result.text || "");
       if (result.error) {
@@ -122,7 +122,7 @@ async function renderStream(panel, provider, response, signal) {
   output.setAttribute("aria-busy", "false");
   panel.root.dataset.stream = ended;
   if (ended === "complete" && !text.data.trim()) {
-    panel.setEmpty(`${provider.label} returned an empty answer.`);
+    panel.setEmpty(`${provider.label} returned an empty response.`);
     return;
   }
   panel.meta.textContent = ended === "stopped" ? "Stopped" : `Written by ${provider.label}`;

@@ -57,9 +57,8 @@ export function lineChart(points, { label, formatValue = (v) => String(v) }) {
   svg.append(grid);
 
   const axis = svgEl("g", { class: "chart-axis" });
-  for (const date of yearTicks(points[0].date, points[points.length - 1].date)) {
-    axis.append(svgEl("text", { x: x(date).toFixed(1), y: HEIGHT - 8, "text-anchor": "middle" },
-      [String(date.getUTCFullYear())]));
+  for (const tick of timeTicks(points[0].date, points[points.length - 1].date)) {
+    axis.append(svgEl("text", { x: x(tick.date).toFixed(1), y: HEIGHT - 8, "text-anchor": "middle" }, [tick.label]));
   }
   svg.append(axis);
 
@@ -70,17 +69,30 @@ export function lineChart(points, { label, formatValue = (v) => String(v) }) {
   return svg;
 }
 
-// About five January-first ticks between two dates.
-function yearTicks(start, end) {
-  const first = start.getUTCFullYear() + 1;
-  const last = end.getUTCFullYear();
-  if (last < first) {
-    return [];
+// Ticks on the time axis: about TIME_TICKS first days of a year, or of a month when the data
+// covers less than two years. Returns [{date, label}].
+const TIME_TICKS = 5;
+
+function timeTicks(start, end) {
+  if (end.getUTCFullYear() - start.getUTCFullYear() >= 2) {
+    const first = start.getUTCFullYear() + 1;
+    const every = Math.max(1, Math.ceil((end.getUTCFullYear() - first + 1) / TIME_TICKS));
+    return stepTicks(Date.UTC(first, 0, 1), end, (date) => Date.UTC(date.getUTCFullYear() + every, 0, 1),
+      (date) => String(date.getUTCFullYear()));
   }
-  const every = Math.max(1, Math.ceil((last - first + 1) / 5));
+  const months = (end.getUTCFullYear() - start.getUTCFullYear()) * 12 + end.getUTCMonth() - start.getUTCMonth();
+  const every = Math.max(1, Math.ceil(months / TIME_TICKS));
+  const label = (date) => date.toLocaleDateString(undefined, { month: "short", year: "numeric", timeZone: "UTC" });
+  const next = (date) => Date.UTC(date.getUTCFullYear(), date.getUTCMonth() + every, 1);
+  const firstMonth = Date.UTC(start.getUTCFullYear(), start.getUTCMonth(), 1);
+  return stepTicks(firstMonth < start.getTime() ? next(new Date(firstMonth)) : firstMonth, end, next, label);
+}
+
+function stepTicks(firstTime, end, nextTime, label) {
   const ticks = [];
-  for (let year = first; year <= last; year += every) {
-    ticks.push(new Date(Date.UTC(year, 0, 1)));
+  for (let time = firstTime; time <= end.getTime(); time = nextTime(new Date(time))) {
+    const date = new Date(time);
+    ticks.push({ date, label: label(date) });
   }
   return ticks;
 }

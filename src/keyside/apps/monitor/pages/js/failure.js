@@ -1,6 +1,6 @@
 // Turns a failed request into one of a few panel states the user can act on. The sidecar and
-// the host report failures with snake_case reason names; these are kept unchanged on the
-// RequestFailure so the page can show them next to the plain-language message.
+// the host report failures with snake_case reason names. A RequestFailure keeps the name
+// unchanged, so the page can show it next to the plain-language message.
 
 export const State = Object.freeze({
   LOADING: "loading",
@@ -31,7 +31,7 @@ const BLOCKED_PREFIXES = ["deny_", "url_"];
 // session (token, Host header or Origin checks).
 const SIDECAR_REASONS = new Set(["host_not_allowed", "origin_not_allowed"]);
 const SIDECAR_PREFIXES = ["sidecar_", "token_"];
-// Statuses a gateway returns when it cannot get an answer from the server behind it.
+// Statuses a gateway returns when it gets no response from the server behind it.
 const GATEWAY_STATUSES = new Set([502, 503, 504]);
 
 /** A failed request, classified for display. `reason` is the host or sidecar reason name. */
@@ -82,7 +82,7 @@ export function classifyError(error) {
   if (!reason && error instanceof TypeError) {
     return new RequestFailure({
       state: State.SIDECAR, reason: "sidecar_unreachable",
-      message: "The local API did not answer.",
+      message: "The local API did not respond.",
     });
   }
   if (reason === "upstream_status" && (status === 401 || status === 403)) {
@@ -126,13 +126,13 @@ export async function classifyResponse(response) {
   if (status === 401 || status === 403 || mentionsRejectedKey(status, upstreamMessage)) {
     return new RequestFailure({
       state: State.INVALID, reason: "upstream_status", status,
-      message: upstreamMessage || `The service answered HTTP ${status}.`,
+      message: upstreamMessage || `The service returned HTTP ${status}.`,
     });
   }
   return new RequestFailure({
     state: status === 429 ? State.RATE_LIMITED : State.ERROR,
     reason: "upstream_status", status,
-    message: upstreamMessage || `The service answered HTTP ${status}.`,
+    message: upstreamMessage || `The service returned HTTP ${status}.`,
   });
 }
 
@@ -141,8 +141,8 @@ function stateForSidecarError(reason, status) {
   if (known) {
     return known;
   }
-  // The feed proxy answers 502 upstream_status when the feed server answered with an error:
-  // the server was reached, so this is not an offline case.
+  // The feed proxy returns 502 upstream_status when the feed server returned an error status.
+  // The server was reached, so this is not an offline case.
   if (reason === "upstream_status") {
     return State.ERROR;
   }
@@ -152,7 +152,7 @@ function stateForSidecarError(reason, status) {
   return GATEWAY_STATUSES.has(status) ? State.UNREACHABLE : State.ERROR;
 }
 
-// FRED answers a wrong or malformed key with 400 and an error_message naming api_key.
+// FRED rejects a wrong or malformed key with status 400 and an error_message naming api_key.
 function mentionsRejectedKey(status, message) {
   return status === 400 && /api[_ ]?key/i.test(message);
 }

@@ -1,6 +1,6 @@
 // Watchlist panel: one Finnhub quote per symbol (GET /api/v1/quote?symbol=...), which returns
 // c (current), d (change), dp (change %), h, l, o (day high, low, open), pc (previous close)
-// and t (Unix time). Finnhub answers an unknown symbol with zeros rather than an error.
+// and t (Unix time). Finnhub returns zeros for an unknown symbol rather than an error.
 
 import { el } from "./dom.js";
 import { State, classifyError } from "./failure.js";
@@ -22,7 +22,7 @@ export async function loadQuotes(panel, service, symbols) {
     panel.setLoading("Loading quotes…");
   }
 
-  // The first request tells whether the key works; the rest only run when it does, so a
+  // The first request shows whether the key works, and the rest run only when it does, so a
   // missing or rejected key costs one request, not one per symbol.
   const first = await loadQuote(service, valid[0]);
   if (first.failure && first.failure.state !== State.ERROR) {
@@ -57,7 +57,12 @@ function formatSigned(value, suffix = "") {
   if (n === null) {
     return "—";
   }
-  const sign = n > 0 ? "+" : n < 0 ? "−" : "";
+  let sign = "";
+  if (n > 0) {
+    sign = "+";
+  } else if (n < 0) {
+    sign = "−";
+  }
   return `${sign}${Math.abs(n).toLocaleString(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 })}${suffix}`;
 }
 

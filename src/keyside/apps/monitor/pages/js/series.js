@@ -13,7 +13,12 @@ const SERIES_ID_PATTERN = /^[A-Za-z0-9_]{1,40}$/;
 
 /** Return the FRED series ids from the [ui] fred_series value (a string or a list). */
 export function seriesIds(configured) {
-  const list = Array.isArray(configured) ? configured : configured ? [configured] : [];
+  let list = [];
+  if (Array.isArray(configured)) {
+    list = configured;
+  } else if (configured) {
+    list = [configured];
+  }
   return list.filter((id) => typeof id === "string" && SERIES_ID_PATTERN.test(id));
 }
 
@@ -77,16 +82,16 @@ function renderSeries(body, seriesId, info, points) {
   const last = points[points.length - 1];
   const previous = points[points.length - 2];
   const digits = Math.min(3, Math.max(0, ...points.slice(-12).map((p) => decimals(p.value))));
-  const format = (value) => value.toLocaleString(undefined, { maximumFractionDigits: digits });
+  const format = (value) => value.toLocaleString(undefined, { minimumFractionDigits: digits, maximumFractionDigits: digits });
   const change = last.value - previous.value;
-  const trend = change > 0 ? "up" : change < 0 ? "down" : "flat";
+  const trend = trendOf(change);
 
   const first = points[0].date.getUTCFullYear();
   const label = `${title}${units ? `, ${units}` : ""}, ${first} to ${last.date.getUTCFullYear()}`;
   const summary = el("p", { className: "series-summary" }, [
     el("span", { className: "series-value", text: format(last.value) }),
     el("span", { className: "series-units", text: units ? ` ${units}` : "" }),
-    el("span", { className: `series-change ${trend}`, text: ` ${change > 0 ? "+" : change < 0 ? "−" : "±"}${format(Math.abs(change))} vs previous` }),
+    el("span", { className: `series-change ${trend}`, text: ` ${TREND_SIGNS[trend]}${format(Math.abs(change))} vs previous` }),
     el("span", { className: "series-date", text: ` · ${last.date.toISOString().slice(0, 10)}` }),
   ]);
   const figure = el("figure", { className: "series-figure" }, [
@@ -96,6 +101,15 @@ function renderSeries(body, seriesId, info, points) {
     ]),
   ]);
   body.replaceChildren(summary, figure);
+}
+
+const TREND_SIGNS = { up: "+", down: "−", flat: "±" };
+
+function trendOf(change) {
+  if (change > 0) {
+    return "up";
+  }
+  return change < 0 ? "down" : "flat";
 }
 
 function decimals(value) {

@@ -1,6 +1,6 @@
 // Entry point of the settings window (settings.html): one card per secret the app declares,
 // with a write-only field, Validate, Save and Delete, plus the local API's state.
-// No command returns a key, so this page can only say whether a key is set and whether the
+// No command returns a key, so this page can only show whether a key is set and whether the
 // last check passed. A typed value is read from the field when a button is pressed, sent to
 // the host, and the field is cleared once the host has saved it; the page stores it nowhere.
 
