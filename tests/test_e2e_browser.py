@@ -97,7 +97,7 @@ async def test_browser_flow_keys_stay_out(tmp_path: Path, providers: FakeProvide
     context = await chromium.new_context()
     observed = Observed(context)
     try:
-        # An empty vault: the dashboard opens and says each keyed panel has no key.
+        # An empty vault: the dashboard opens and reports that each keyed panel has no key.
         main_url = await run.next_url()
         main_page = await context.new_page()
         await main_page.goto(main_url)
@@ -251,7 +251,7 @@ async def test_sidecar_restart_refreshes_token(tmp_path: Path, providers: FakePr
         await context.close()
         status = await run.stop()
 
-    # Before and after the restart the sidecar answers the page itself (424: no key stored).
+    # Before and after the restart the sidecar itself responds to the page (424: no key stored).
     assert before["status"] == 424
     assert restarted.endswith(f"port={first.group(2)}")
     assert after["status"] == 424, after

@@ -1,9 +1,9 @@
 """End to end in desktop mode: `keyside run` opening pywebview windows (Qt backend) under Xvfb.
 
 The test starts its own Xvfb and runs the app with QTWEBENGINE_REMOTE_DEBUGGING on a loopback
-port, then drives the real windows through DevTools (tests/e2e/cdp.py): the same user flow and
-the same proofs as the browser-mode test, plus the desktop-only guard that keeps a window on
-its own origin. Screenshots of both windows go to test-artifacts/.
+port. It then drives the real windows through DevTools (tests/e2e/cdp.py) with the same user
+flow and proofs as the browser-mode test. A second test checks the desktop-only guard that keeps
+a window on its own origin. Screenshots of both windows go to test-artifacts/.
 """
 
 from __future__ import annotations

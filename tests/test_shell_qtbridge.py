@@ -90,7 +90,7 @@ def make_bridge(qt: Any, window: Window, submit: Callable[..., None]) -> tuple[A
 
 
 def pump_until(qt: Any, condition: Callable[[], bool]) -> None:
-    """Run Qt's event queue until `condition` holds (queued replies are delivered here)."""
+    """Run Qt's event queue until `condition` is true (queued replies are delivered there)."""
     _, app = qt
     done = threading.Event()
     for _ in range(int(WAIT_S / 0.01)):

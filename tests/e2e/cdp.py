@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-# DevTools answers a local evaluate within milliseconds; a page stuck longer than this is broken.
+# DevTools returns a local evaluate within milliseconds; a page stuck longer than this is broken.
 COMMAND_TIMEOUT_S = 20.0
 
 
@@ -100,8 +100,8 @@ class CdpPage:
     async def evaluate(self, expression: str, *, user_gesture: bool = True) -> Any:
         """Evaluate `expression` in the page (awaiting a promise) and return its JSON value.
 
-        With `user_gesture` the page sees the script as run from a click or key press, which
-        Chromium counts when it classifies a navigation the script starts as a link click.
+        With `user_gesture` the script runs as if from a click or key press, which Chromium
+        counts when it classifies a navigation the script starts as a link click.
         """
         result = await self.send("Runtime.evaluate", {"expression": expression, "awaitPromise": True,
                                                       "returnByValue": True, "userGesture": user_gesture})

@@ -26,7 +26,7 @@ async def running_providers() -> AsyncIterator[FakeProviders]:
 async def foreign_site() -> AsyncIterator[str]:
     """Serve tests/data/shell_foreign_attack.html on another loopback origin; yield that origin.
 
-    It stands in for any site a keyside window or tab could be navigated to.
+    It represents any site a keyside window or tab could be navigated to.
     """
     async def page(request: web.Request) -> web.Response:
         return web.Response(text=FOREIGN_PAGE.read_text(), content_type="text/html")

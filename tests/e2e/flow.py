@@ -230,8 +230,11 @@ async def save_key(page: UiPage, name: str, value: str) -> None:
     assert validated["kind"] == "ok", validated
     saved = await run_card_action(page, name, "Save", "Saved")
     assert saved["kind"] == "ok", saved
-    assert await field_value(page, name) == ""
-    assert await is_configured(page, name)
+    value = await field_value(page, name)
+    assert value == "", f"{name}: the field still has {len(value)} characters after saving"
+    # The card reloads the secret list after the message, so "Set" may show a moment later.
+    await wait_until(page, "(s) => document.querySelector(s)?.dataset.configured === 'true'", card(name),
+                     what=f"{name} shown as set after saving")
 
 
 # -- dashboard ----------------------------------------------------------------------------
@@ -307,7 +310,7 @@ async def check_dashboard_with_keys(main: UiPage, providers: FakeProviders) -> N
     await wait_for_panel(main, "panel-headlines", "data", "Atom headline")
 
     # The fake holds back word N+1 until the page shows word N, so a page that waited for the
-    # whole answer would never show the first word.
+    # whole response would never show the first word.
     words = [token.strip(" -.") for token in BRIEF_TOKENS]
     for index, word in enumerate(words):
         shown = await wait_until(main, """(word) => {
@@ -318,14 +321,15 @@ async def check_dashboard_with_keys(main: UiPage, providers: FakeProviders) -> N
         assert early == [], f"words shown before the fake sent them: {early}"
         providers.release_token()
     await wait_for_panel(main, "panel-brief", "data")
-    assert "Loopback markets were calm today" in await brief_text(main)
+    text = await brief_text(main)
+    assert "Loopback markets were calm today" in text, text
 
     # Each key reached its own upstream, put there by the sidecar, and no other.
-    assert providers.received_key("finnhub", providers.finnhub_key)
-    assert providers.received_key("fred", providers.fred_key)
-    assert providers.received_key("groq", providers.groq_key)
-    assert not providers.received_key("fred", providers.finnhub_key)
-    assert not providers.received_key("groq", providers.fred_key)
+    for service, key in (("finnhub", providers.finnhub_key), ("fred", providers.fred_key),
+                         ("groq", providers.groq_key)):
+        assert providers.received_key(service, key), f"{service} never received its key"
+    assert not providers.received_key("fred", providers.finnhub_key), "fred received the Finnhub key"
+    assert not providers.received_key("groq", providers.fred_key), "groq received the FRED key"
 
 
 async def check_window_capabilities(main: UiPage) -> None:

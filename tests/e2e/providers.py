@@ -1,9 +1,9 @@
 """Fake Finnhub, FRED and Groq APIs on 127.0.0.1 for the end-to-end tests of the monitor app.
 
-Each fake takes its key the way the real provider does (Finnhub: the X-Finnhub-Token header;
-FRED: the api_key query parameter; Groq: a bearer token) under the real paths, answers a wrong
-or missing key as the provider does, and records every request so a test can check what
-reached the upstream. The Groq fake streams chat completions as server-sent events and can
+Each fake takes its key the way the real provider does under the real paths: Finnhub in the
+X-Finnhub-Token header, FRED in the api_key query parameter, Groq as a bearer token. A wrong or
+missing key gets the provider's error response. Every request is recorded, so a test can check
+what reached the upstream. The Groq fake streams chat completions as server-sent events and can
 hold each token until the test releases it, which proves that the page renders a stream as it
 arrives without timing anything.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 
-# A loopback test server answers within milliseconds; this only stops a hung test.
+# A loopback test server responds within milliseconds; this only stops a hung test.
 TIMEOUT_S = 10.0
 
 

@@ -9,8 +9,9 @@ A browser tab has no native bridge, so the host cannot bind a call to a window o
    the window's page, so the code leaves the address bar.
 3. Every other request to that listener needs the cookie. `POST /keyside/ipc` also needs
    `Origin` equal to the listener's origin and the `X-Keyside-IPC: 1` header. The custom
-   header forces a CORS preflight for any other origin, which this server never answers, and
-   the Origin check stops a page of another loopback port (same site, so it sends the cookie).
+   header forces a CORS preflight for any other origin, and this server never grants one. The
+   Origin check rejects a page of another loopback port, which is the same site and so sends
+   the cookie.
 
 The window label comes from the listener that received the call, never from the request body.
 """
@@ -34,6 +35,7 @@ from aiohttp import web
 from keyside.errors import KeysideError
 from keyside.shell.calls import MAX_CALL_BYTES, MAX_CONCURRENT_CALLS, Invoke, run_call
 from keyside.shell.pages import SITE_KEY, WindowSite
+from keyside.shell.rejections import RejectionLog
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ IPC_PATH = "/keyside/ipc"
 IPC_HEADER = "X-Keyside-IPC"
 COOKIE_PREFIX = "keyside_session_"
 
-# A code opened by the system browser is used within a second; a code printed for the user to
+# A code opened by the system browser is used within a second. A code printed for the user to
 # copy needs time to switch windows and paste.
 CODE_TTL_S = 300.0
 # 256-bit codes and session ids, URL-safe base64.
@@ -55,8 +57,8 @@ MAX_PENDING_CODES = 32
 MAX_SESSIONS_PER_WINDOW = 8
 
 def _digest(value: str) -> str:
-    # Codes and session ids are looked up by their SHA-256, so the lookup's timing tells an
-    # attacker nothing about the stored values.
+    # Codes and session ids are looked up by their SHA-256, so the lookup's timing reveals
+    # nothing about the stored values.
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
@@ -79,6 +81,9 @@ class BrowserGate:
         self._sessions: dict[str, OrderedDict[str, None]] = {}
         self._executor = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_CALLS, thread_name_prefix="keyside-ipc")
         self._in_flight: dict[str, int] = {}
+        self._rejections = RejectionLog(logger, "ipc call rejected")
+        self._start_rejections = RejectionLog(logger, "browser start rejected")
+        self._page_rejections = RejectionLog(logger, "page request rejected")
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -139,7 +144,7 @@ class BrowserGate:
         """Return a 403 response unless the request has this window's session cookie."""
         if request.path == START_PATH or self.has_session(request, site):
             return None
-        logger.info("page request rejected reason=session_required window=%s path=%s", site.label, request.path)
+        self._page_rejections.warn("session_required", site.label, f"path={request.path}")
         return web.Response(
             status=403, content_type="text/plain",
             text="keyside: this window needs a session. Open the link that `keyside run --browser` "
@@ -154,7 +159,7 @@ class BrowserGate:
             if self.has_session(request, site):
                 # A reopened or reloaded start link in a browser that already has a session.
                 return web.Response(status=303, headers={"Location": f"/{site.page}"})
-            logger.warning("browser start rejected reason=%s window=%s", error.reason, site.label)
+            self._start_rejections.warn(error.reason, site.label)
             return web.Response(status=403, content_type="text/plain",
                                 text=f"keyside: {error} (reason: {error.reason})\n")
         logger.info("browser session started window=%s", site.label)
@@ -203,9 +208,8 @@ class BrowserGate:
                 self._in_flight[site.label] -= 1
         return web.json_response(text=reply.to_json(), status=500 if reply.internal_error else 200)
 
-    @staticmethod
-    def _reject(site: WindowSite, status: int, reason: str, message: str) -> web.Response:
-        logger.warning("ipc call rejected reason=%s window=%s", reason, site.label)
+    def _reject(self, site: WindowSite, status: int, reason: str, message: str) -> web.Response:
+        self._rejections.warn(reason, site.label)
         return web.json_response({"ok": False, "error": {"reason": reason, "message": message}}, status=status)
 
 

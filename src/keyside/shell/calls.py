@@ -22,7 +22,7 @@ MAX_CALL_BYTES = 80 * 1024
 MAX_CONCURRENT_CALLS = 16
 
 # (window label, the window's current URL, command, args) -> a JSON-serialisable result.
-# Raises KeysideError (the host's IpcError is one) with the reason the page sees.
+# Raises KeysideError (the host's IpcError is one) with the reason the page receives.
 Invoke = Callable[[str, str, str, dict[str, Any]], Any]
 
 
@@ -38,7 +38,7 @@ class CallReply:
 
 
 def run_call(invoke: Invoke, label: str, current_url: str, command: str, args: dict[str, Any]) -> CallReply:
-    """Run one UI call and return its reply; never raises."""
+    """Run one UI call and return its reply. Every exception becomes an error reply."""
     try:
         result = invoke(label, current_url, command, args)
         json.dumps(result)

@@ -2,7 +2,7 @@
 
 The main window opens at start; other windows open when a page calls `open_window`. Closing
 the main window closes the others and ends `run()`. pywebview runs the GUI loop on the main
-thread; calls from pages run on a small thread pool so a slow command never freezes a window.
+thread. Calls from pages run on a small thread pool, so a slow command does not freeze a window.
 
 Only pywebview's Qt backend is supported (Linux, and wherever Qt is installed), because the
 bridge uses the Qt web channel directly (see keyside.shell.qtbridge for why).
@@ -51,7 +51,7 @@ class DesktopShell:
 
         debug_address = os.environ.get(REMOTE_DEBUGGING_ENV)
         if debug_address:
-            # Qt WebEngine then serves DevTools, and whoever connects controls every window.
+            # Qt WebEngine then serves DevTools, and any local process that connects controls every window.
             logger.warning("remote debugging is on env=%s address=%s", REMOTE_DEBUGGING_ENV, debug_address)
             print(f"keyside: warning: {REMOTE_DEBUGGING_ENV} is set, so any local process that connects to "
                   f"{debug_address} can read and control these windows.", file=sys.stderr, flush=True)

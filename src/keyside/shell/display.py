@@ -31,7 +31,7 @@ QT_XCB_LIBRARIES = {
     "GL": "libgl1",
     "nss3": "libnss3",
 }
-# Where a local X server (DISPLAY=:N) has its socket on Linux and BSD.
+# The folder of a local X server's socket (DISPLAY=:N) on Linux and BSD.
 X11_SOCKET_DIR = "/tmp/.X11-unix"  # noqa: S108 - the fixed X11 convention, not a temporary file
 # Browsers `keyside run --browser` can open when no $BROWSER is set, in order of preference.
 SYSTEM_BROWSERS = ("xdg-open", "sensible-browser", "x-www-browser", "chromium", "google-chrome", "firefox")

@@ -2,7 +2,7 @@
 
 Every window label gets its own listener on 127.0.0.1 (an OS-assigned port), so each window is
 its own origin. The browser's same-origin policy then keeps one window's script from reading or
-driving another window's pages, and a request's listener tells which window it came from.
+driving another window's pages, and the listener that receives a request identifies its window.
 
 Each listener serves the app's pages folder and the `/keyside/` assets (bridge.js and the
 transport for the current mode). Requests are checked in this order: the Host header must be
@@ -32,22 +32,23 @@ from aiohttp import web
 
 from keyside.errors import KeysideError
 from keyside.manifest import Manifest
+from keyside.shell.rejections import RejectionLog
 
 logger = logging.getLogger(__name__)
 
 LOOPBACK_HOST = "127.0.0.1"
 # The prefix reserved for keyside's own assets and routes; an app's pages cannot shadow it.
 ASSET_PREFIX = "/keyside/"
-# Pages are small local files read into memory per request; a larger file is a mistake in the app
-# folder (a video, a data dump) and is refused instead of being streamed.
+# Pages are small local files, read into memory per request. A larger file is a mistake in the
+# app folder (a video, a data dump), so it is rejected instead of streamed.
 MAX_PAGE_FILE_BYTES = 16 * 1024 * 1024
 # Request bodies: only the browser-mode IPC endpoint takes one, and it sets its own smaller cap.
 MAX_REQUEST_BODY_BYTES = 1024 * 1024
 # Waiting this long for all listeners to bind covers a loaded machine; binding 127.0.0.1:0 is fast.
 START_TIMEOUT_S = 10.0
 
-# The file types a page folder may serve, with their Content-Type. Anything else is answered
-# with 404, so a stray `.py`, `.toml` or `.env` next to the pages is never sent to a renderer.
+# The file types a page folder may serve, with their Content-Type. Any other file gets 404, so a
+# stray `.py`, `.toml` or `.env` next to the pages is never sent to a renderer.
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".htm": "text/html; charset=utf-8",
@@ -68,10 +69,6 @@ CONTENT_TYPES = {
 # The shell's modes. Desktop windows call the host over the Qt web channel; browser tabs call the
 # IPC endpoint. The page server serves the matching transport module as /keyside/transport.js.
 MODES = ("desktop", "browser")
-
-
-class SidecarOrigin(Protocol):
-    def __call__(self) -> str | None: ...
 
 
 def content_security_policy(sidecar_origin: str | None) -> str:
@@ -204,7 +201,7 @@ class PageServer:
     when it restarts on another port. `gate` (browser mode) adds session checks and IPC.
     """
 
-    def __init__(self, manifest: Manifest, *, mode: str, sidecar_origin: SidecarOrigin,
+    def __init__(self, manifest: Manifest, *, mode: str, sidecar_origin: Callable[[], str | None],
                  gate: Gate | None = None):
         if mode not in MODES:
             raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
@@ -216,6 +213,7 @@ class PageServer:
         self._runners: list[web.AppRunner] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._rejections = RejectionLog(logger, "page request rejected")
 
     @property
     def sites(self) -> dict[str, WindowSite]:
@@ -247,8 +245,9 @@ class PageServer:
                 loop.run_until_complete(self._bind_all())
             except BaseException as error:  # noqa: BLE001 - handed to the starting thread
                 failure.append(error)
-                started.set()
+                loop.run_until_complete(self._cleanup())
                 loop.close()
+                started.set()
                 return
             started.set()
             loop.run_forever()
@@ -315,22 +314,32 @@ class PageServer:
         site = request.app[SITE_KEY]
 
         # 1. Host header: exactly this listener's address. A rebound DNS name pointing at
-        #    127.0.0.1 arrives with its own name here and is answered with 421 only.
+        #    127.0.0.1 arrives with its own name here and gets 421 and nothing else.
         if request.headers.get("Host") != site.host_header:
-            logger.warning("page request rejected reason=host_not_allowed window=%s", site.label)
+            self._rejections.warn("host_not_allowed", site.label)
             response: web.StreamResponse = error_response(
-                421, "host_not_allowed", f"This server answers only requests for {site.host_header}.")
+                421, "host_not_allowed", f"This server accepts only requests for {site.host_header}.")
         else:
             # 2. The browser-mode session (cookie) check, then the route.
             denied = self._gate.check_access(request, site) if self._gate is not None else None
-            if denied is not None:
-                response = denied
-            else:
-                response = await handler(request)
+            response = denied if denied is not None else await self._run_handler(handler, request, site)
 
         for name, value in security_headers(self._sidecar_origin()).items():
             response.headers[name] = value
         return response
+
+    @staticmethod
+    async def _run_handler(handler: Callable[[web.Request], Awaitable[web.StreamResponse]], request: web.Request,
+                           site: WindowSite) -> web.StreamResponse:
+        # Errors become JSON error responses here, so they carry the security headers too.
+        try:
+            return await handler(request)
+        except web.HTTPException as http_error:
+            return error_response(http_error.status, "http_error", http_error.reason)
+        except Exception as error:  # noqa: BLE001 - one failed request must not reach aiohttp's bare 500
+            logger.error("page request failed window=%s path=%s error=%s", site.label, request.path,
+                         type(error).__name__)
+            return error_response(500, "internal_error", "The page server failed; see the log.")
 
     async def _handle_static(self, request: web.Request) -> web.StreamResponse:
         site = request.app[SITE_KEY]

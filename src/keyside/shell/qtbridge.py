@@ -8,8 +8,8 @@ up, with one slot (`invoke`) and one signal (`reply`). Neither needs eval.
 The bridge is created for one window label and reads the window's URL on the GUI thread when
 a call arrives, so the host checks the origin of the page the window shows at that moment.
 pywebview injects the channel into every page the window loads, so a foreign page could call
-the slot too; the host's origin check rejects it, and replies go out only while the window
-still shows its own origin.
+the slot too. The host's origin check rejects such a call, and replies go out only while the
+window still shows its own origin.
 
 The navigation guard rejects main-frame and frame navigations to any other origin (Qt 6.2+
 `navigationRequested`), sends clicked links to the host's open_external command, and turns
@@ -32,6 +32,7 @@ from qtpy.QtWebEngineCore import QWebEngineNavigationRequest, QWebEnginePage
 
 from keyside.shell.calls import MAX_CALL_BYTES, MAX_CONCURRENT_CALLS, CallReply
 from keyside.shell.pages import origin_of
+from keyside.shell.rejections import RejectionLog
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class ChannelBridge(QObject):
         self._in_flight = 0
         self._relay = _Relay()
         self._relay.finished.connect(self._deliver)
+        self._rejections = RejectionLog(logger, "ui call rejected")
 
     @Slot(str)
     def invoke(self, request: str) -> None:
@@ -78,7 +80,7 @@ class ChannelBridge(QObject):
         if problem is not None:
             if call_id is not None:
                 self._send(call_id, CallReply({"ok": False, "error": problem}))
-            logger.warning("ui call rejected reason=%s window=%s", problem["reason"], self._label)
+            self._rejections.warn(problem["reason"], self._label)
             return
 
         with self._lock:
@@ -104,7 +106,7 @@ class ChannelBridge(QObject):
         # Runs on the GUI thread. A reply (it may hold the sidecar session) goes out only while
         # the window still shows its own origin.
         if origin_of(self._current_url()) != self._origin:
-            logger.warning("ui reply dropped reason=origin_changed window=%s", self._label)
+            self._rejections.warn("origin_changed", self._label, "reply=dropped")
             return
         self.reply.emit(payload)
 
@@ -143,6 +145,7 @@ class NavigationGuard:
         self._origin = origin
         self._current_url = current_url
         self._open_external = open_external
+        self._rejections = RejectionLog(logger, "navigation blocked")
 
     def on_navigation_requested(self, request: QWebEngineNavigationRequest) -> None:
         url = request.url().toString()
@@ -150,8 +153,9 @@ class NavigationGuard:
             return
         request.reject()
         link = request.navigationType() == QWebEngineNavigationRequest.NavigationType.LinkClickedNavigation
-        logger.warning("navigation blocked reason=navigation_not_allowed window=%s main_frame=%s link=%s target=%s",
-                       self._label, request.isMainFrame(), link, origin_of(url) or url.split(":", 1)[0])
+        target = origin_of(url) or url.split(":", 1)[0]
+        self._rejections.warn("navigation_not_allowed", self._label,
+                              f"main_frame={request.isMainFrame()} link={link} target={target}")
         if link and request.isMainFrame():
             self._open_external(self._label, self._current_url(), url)
 

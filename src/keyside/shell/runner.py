@@ -1,8 +1,8 @@
 """`keyside run`: start the host, serve the pages and open the app in windows or in a browser.
 
-Order of start: the page server binds one loopback origin per window; each origin is given to
-the host (for its per-call origin check, bound to that window's label, and as a CORS origin
-of the sidecar); the host starts the sidecar; then the windows open. Stop runs in reverse.
+Order of start: the page server binds one loopback origin per window. The host gets each
+origin, bound to its window's label, for the per-call origin check and as a CORS origin of the
+sidecar. Then the host starts the sidecar and the windows open. Stop runs in reverse.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def reserve_loopback_port() -> int:
     """Return a loopback port that was free a moment ago, for the sidecar's preferred port.
 
     Pages allow connections to the sidecar's origin in their CSP, which is fixed when a page
-    loads. A restarted sidecar asks for the same port first, so open pages keep working; if
+    loads. A restarted sidecar tries the same port first, so open pages keep working. If
     another process took it in between, the sidecar falls back to a new port and the bridge
     reports `sidecar_moved` until the page is reloaded.
     """
@@ -196,7 +196,7 @@ class AppShell:
         site = self.pages.site(label)
         url = self.gate.start_url(site)
         title = self.manifest.windows[label].title
-        # The URL holds a one-time code, so it goes to the browser or to stdout, never to a log.
+        # The URL contains a one-time code, so it goes to the browser or to stdout, never to a log.
         if self.url_opener(url):
             logger.info("browser opened window=%s origin=%s", label, site.origin)
             print(f"keyside: opened {title} in the browser", file=self.out, flush=True)

@@ -20,7 +20,7 @@ const SERVICE_PATTERN = /^[a-z][a-z0-9_-]{0,31}$/;
 const MAX_URL_CHARS = 8192;
 // The bridge runs local_api itself; a page that called it would hold the token in its own variables.
 const BRIDGE_ONLY_COMMANDS = new Set(["local_api"]);
-// How often onSidecarState asks the host for the sidecar's state while someone listens.
+// How often onSidecarState requests the sidecar's state from the host while a listener is registered.
 const SIDECAR_POLL_MS = 5000;
 const LOOPBACK_HOSTS = new Set(["127.0.0.1", "localhost", "[::1]"]);
 
@@ -111,7 +111,7 @@ function unreachableError(current) {
   if (firstBase && current.base !== firstBase) {
     return new KeysideError("sidecar_moved", "The local API restarted on another port.", "Reload this window.");
   }
-  return new KeysideError("sidecar_unreachable", "The local API (sidecar) did not answer.",
+  return new KeysideError("sidecar_unreachable", "The local API (sidecar) did not respond.",
     "Check its state in the settings window; keyside restarts it on failure.");
 }
 
@@ -137,7 +137,7 @@ async function requestOnce(current, route, init) {
     throw unreachableError(current);
   }
   if (response.type === "opaqueredirect") {
-    throw new KeysideError("sidecar_redirect", "The local API answered with a redirect, which the bridge does not follow.");
+    throw new KeysideError("sidecar_redirect", "The local API responded with a redirect, which the bridge does not follow.");
   }
   return response;
 }

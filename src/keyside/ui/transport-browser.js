@@ -19,7 +19,7 @@ export async function send(command, args) {
   } catch {
     return {
       ok: false,
-      error: { reason: "host_unreachable", message: "The keyside host did not answer.", fix: "Check that `keyside run` is still running." },
+      error: { reason: "host_unreachable", message: "The keyside host did not respond.", fix: "Check that `keyside run` is still running." },
     };
   }
   try {
@@ -27,7 +27,7 @@ export async function send(command, args) {
   } catch {
     return {
       ok: false,
-      error: { reason: "invalid_reply", message: `The keyside host answered HTTP ${response.status} without a JSON reply.` },
+      error: { reason: "invalid_reply", message: `The keyside host responded with HTTP ${response.status} and no JSON reply.` },
     };
   }
 }
