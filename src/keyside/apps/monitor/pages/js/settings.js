@@ -99,10 +99,12 @@ class SecretCard {
     } catch (error) {
       this.say(`Failed: ${error?.message || "unknown error"}${error?.reason ? ` (reason: ${error.reason})` : ""}`, "error");
     } finally {
+      // The card stays busy until the list is read again, so its badge and last check are
+      // current once aria-busy goes.
+      await this.onChanged();
       this.root.removeAttribute("aria-busy");
       this.validateButton.disabled = false;
       this.saveButton.disabled = false;
-      await this.onChanged();
     }
   }
 
