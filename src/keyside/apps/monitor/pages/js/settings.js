@@ -1,8 +1,8 @@
 // Entry point of the settings window (settings.html): one card per secret the app declares,
 // with a write-only field, Validate, Save and Delete, plus the local API's state.
 // No command returns a key, so this page can only show whether a key is set and whether the
-// last check passed. A typed value is read from the field when a button is pressed, sent to
-// the host, and the field is cleared once the host has saved it; the page stores it nowhere.
+// last check passed. A typed value is read from the field when a button is pressed and sent
+// to the host. The field is cleared once the host has saved it, and the page stores it nowhere.
 
 import { invoke, onSidecarState } from "/keyside/bridge.js";
 import { readAppConfig } from "./app-config.js";
@@ -46,7 +46,8 @@ class SecretCard {
       details.push(el("p", { className: "secret-services", text: `Used by: ${services.join(", ")}` }));
     }
     if (keyPage) {
-      details.push(el("p", { className: "secret-link" }, [externalLink(keyPage, "Get a key", { onError: (e) => this.say(`Could not open the browser (reason: ${e?.reason || "unknown"}).`, "error") })]));
+      const onError = (error) => this.say(`Could not open the browser (reason: ${error?.reason || "unknown"}).`, "error");
+      details.push(el("p", { className: "secret-link" }, [externalLink(keyPage, "Get a key", { onError })]));
     }
 
     this.root = el("article", { className: "secret-card", dataset: { secret: secret.name }, attrs: { "aria-labelledby": `${id}-title` } }, [

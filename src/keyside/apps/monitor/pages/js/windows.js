@@ -5,7 +5,7 @@ import { invoke } from "/keyside/bridge.js";
 /**
  * Ask the host to open (or focus) the settings window. A host without an open_window command
  * gets a fallback: the settings page's own URL when app_config lists one, else a message in
- * `notice` that tells the user where the settings are. (Browser mode serves each window on its own
+ * `notice` that shows the user where the settings are. (Browser mode serves each window on its own
  * origin, so the settings page has a URL of its own.) `windows` is the Map from readAppConfig.
  */
 export async function openSettings(windows, notice) {
