@@ -18,6 +18,8 @@ import aiohttp
 
 # DevTools returns a local evaluate within milliseconds; a page stuck longer than this is broken.
 COMMAND_TIMEOUT_S = 20.0
+# DevTools errors of a page that is between documents; an evaluate is retried on these.
+CONTEXT_NOT_READY = ("Cannot find default execution context", "Execution context was destroyed")
 
 
 class CdpError(RuntimeError):
@@ -101,10 +103,21 @@ class CdpPage:
         """Evaluate `expression` in the page (awaiting a promise) and return its JSON value.
 
         With `user_gesture` the script runs as if from a click or key press, which Chromium
-        counts when it classifies a navigation the script starts as a link click.
+        counts when it classifies a navigation the script starts as a link click. While a page
+        is still loading it has no JavaScript context yet; the call is retried until it has one.
         """
-        result = await self.send("Runtime.evaluate", {"expression": expression, "awaitPromise": True,
-                                                      "returnByValue": True, "userGesture": user_gesture})
+        params = {"expression": expression, "awaitPromise": True, "returnByValue": True,
+                  "userGesture": user_gesture}
+        deadline = asyncio.get_running_loop().time() + COMMAND_TIMEOUT_S
+        while True:
+            try:
+                result = await self.send("Runtime.evaluate", params)
+                break
+            except CdpError as error:
+                loading = any(text in str(error) for text in CONTEXT_NOT_READY)
+                if not loading or asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
         if "exceptionDetails" in result:
             details = result["exceptionDetails"]
             raise CdpError(str(details.get("exception", {}).get("description", details.get("text"))))
