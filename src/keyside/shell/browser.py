@@ -43,6 +43,7 @@ START_PATH = "/keyside/start"
 IPC_PATH = "/keyside/ipc"
 IPC_HEADER = "X-Keyside-IPC"
 COOKIE_PREFIX = "keyside_session_"
+REOPEN_FIX = "Open the window from another keyside window, or stop keyside and run it again for a new link."
 
 # A code opened by the system browser is used within a second. A code printed for the user to
 # copy needs time to switch windows and paste.
@@ -116,10 +117,10 @@ class BrowserGate:
             pending = self._codes.pop(_digest(code), None)
             if pending is None or pending.label != label:
                 raise KeysideError("This keyside link is invalid or was already used.", reason="code_invalid",
-                                   fix="Open the window again from keyside (run `keyside run --browser`).")
+                                   fix=REOPEN_FIX)
             if pending.expires_at <= now:
                 raise KeysideError("This keyside link has expired.", reason="code_expired",
-                                   fix="Open the window again from keyside (run `keyside run --browser`).")
+                                   fix=REOPEN_FIX)
             session = secrets.token_urlsafe(SESSION_BYTES)
             window_sessions = self._sessions.setdefault(label, OrderedDict())
             while len(window_sessions) >= MAX_SESSIONS_PER_WINDOW:

@@ -7,8 +7,8 @@ import threading
 import time
 from collections.abc import Callable
 
-# Per (window, reason): the first REJECTION_LOG_BURST rejections in each interval are logged; the
-# rest are counted and the count is logged when the next interval starts.
+# Per (window, reason), the first REJECTION_LOG_BURST rejections in each interval are logged. The
+# rest are counted, and the count is logged when the next interval starts.
 REJECTION_LOG_INTERVAL_S = 60.0
 REJECTION_LOG_BURST = 5
 
