@@ -28,7 +28,7 @@ def test_data_folder_holds_only_listed_files() -> None:
     assert present == set(corpus.SHARED_FILES) | set(corpus.OWN_FILES)
 
 
-# Every corpus file with cases; sidecar_request_headers.json holds two header lists instead.
+# Every corpus file with cases. sidecar_request_headers.json contains two header lists instead.
 FILES_WITH_CASES = [name for name in (*corpus.SHARED_FILES, *corpus.OWN_FILES)
                     if name != "sidecar_request_headers.json"]
 

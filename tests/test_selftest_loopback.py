@@ -1,7 +1,7 @@
 """The self-test's own socket fence: loopback passes, everything else fails before a packet.
 
-Addresses named here are documentation addresses (RFC 5737 and RFC 3849) and `.invalid` names;
-the fence under test refuses them before any connect or lookup, and the suite's own fence and the
+Addresses named here are documentation addresses (RFC 5737 and RFC 3849) and `.invalid` names.
+The fence under test rejects them before any connect or lookup. The suite's own fence and the
 loopback-only namespace would stop them too.
 """
 

@@ -21,9 +21,10 @@ def security_checks(args: argparse.Namespace) -> list[Check]:
     Raises UsageError when an app or vault option is given, because the self-test uses its own
     throwaway app and memory vault and would silently ignore them.
     """
-    given = [option for attribute, option in APP_AND_VAULT_OPTIONS if getattr(args, attribute, None) is not None]
-    if given:
-        raise UsageError(f"{', '.join(given)} cannot be combined with --security: the self-test uses its own "
+    conflicting = [option for attribute, option in APP_AND_VAULT_OPTIONS
+                   if getattr(args, attribute, None) is not None]
+    if conflicting:
+        raise UsageError(f"{', '.join(conflicting)} cannot be combined with --security: the self-test uses its own "
                          "throwaway app and memory vault, never your keys.",
                          fix="Run `keyside doctor --security` without them.")
     checks = []

@@ -61,10 +61,10 @@ class LoopbackFence:
         self._saved: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def _record(self, what: str) -> LoopbackViolation:
+    def _record(self, attempt: str) -> LoopbackViolation:
         with self._lock:
-            self.violations.append(what)
-        return LoopbackViolation(f"keyside self-test: {what} blocked (loopback only)")
+            self.violations.append(attempt)
+        return LoopbackViolation(f"keyside self-test: {attempt} blocked (loopback only)")
 
     def _check_peer(self, sock: socket.socket, address: Any) -> None:
         if sock.family == getattr(socket, "AF_UNIX", None):

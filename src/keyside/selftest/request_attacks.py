@@ -24,7 +24,7 @@ PROBE_PATH = "/api/svc/bearer/echo/selftest"
 
 
 async def host_header(target: Target) -> ClassResult:
-    """Forged Host headers (DNS rebinding) are rejected before CORS and the token, even with a valid token."""
+    """Check that forged Host headers (DNS rebinding) are rejected before CORS and token, even with a token."""
     result = ClassResult("host_header", "forged Host headers rejected before CORS and token")
     data = corpus.load("sidecar_host_headers.json")
     other_port = target.port % 65535 + 1
@@ -60,7 +60,7 @@ async def host_header(target: Target) -> ClassResult:
 
 
 async def origin(target: Target) -> ClassResult:
-    """Only the app's exact origins get CORS grants; foreign and null origins are rejected whole."""
+    """Check that only the app's exact origins get CORS grants, and foreign and null origins are rejected whole."""
     result = ClassResult("origin", "foreign and null origins rejected, app origins granted exactly")
     for case in corpus.cases("sidecar_origins.json"):
         async def probe(case: dict = case) -> list[str]:
@@ -101,7 +101,7 @@ async def origin(target: Target) -> ClassResult:
 
 
 async def token(target: Target) -> ClassResult:
-    """Missing, wrong and misplaced tokens (query, cookie, wrong scheme) authenticate nothing."""
+    """Check that missing, wrong and misplaced tokens (query, cookie, wrong scheme) authenticate nothing."""
     result = ClassResult("token", "missing, wrong and misplaced tokens rejected")
     other = secrets.token_hex(32)
     for case in corpus.cases("sidecar_tokens.json"):
@@ -118,7 +118,7 @@ async def token(target: Target) -> ClassResult:
 
 
 async def control_characters(target: Target) -> ClassResult:
-    """CR, LF and NUL in headers, paths and queries never reach an upstream."""
+    """Check that CR, LF and NUL in headers, paths and queries never reach an upstream."""
     result = ClassResult("crlf", "CR, LF and NUL in headers, paths and queries rejected")
     for case in corpus.cases("sidecar_control_characters.json"):
         async def probe(case: dict = case) -> list[str]:
@@ -132,7 +132,7 @@ async def control_characters(target: Target) -> ClassResult:
 
 
 async def paths(target: Target) -> ClassResult:
-    """A caller's path stays under the service's prefixes: no traversal, no encoded separators."""
+    """Check that a caller's path stays under the service's prefixes, with no traversal or encoded separators."""
     result = ClassResult("path", "path traversal and encoded separators rejected")
     for case in corpus.cases("sidecar_paths.json"):
         async def probe(case: dict = case) -> list[str]:
@@ -145,8 +145,8 @@ async def paths(target: Target) -> ClassResult:
                 if received != [case["path"]]:
                     return [f"expected the upstream to receive {case['path']!r} once, got {received!r}"]
                 return []
-            # A raw non-ASCII or backslash target may be refused by the HTTP parser before the
-            # sidecar sees it; then the 400 has no JSON reason.
+            # The HTTP parser may reject a raw non-ASCII or backslash target before the sidecar
+            # receives it, and then the 400 has no JSON reason.
             reason = case["reason"] if error_reason(reply) is not None or case["status"] != 400 else None
             return expect_verdict(reply, case["status"], reason) + expect_nothing_upstream(target)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# A report line names at most this many failed cases; the JSON report lists all of them.
+# A report line names at most this many failed cases; ClassResult.to_dict lists all of them.
 MAX_FAILURES_SHOWN = 5
 
 
@@ -41,10 +41,10 @@ class ClassResult:
             return f"{self.title}: no case ran"
         if not self.failures:
             return f"{self.title}: {self.cases} of {self.cases} cases passed"
-        shown = ", ".join(f"{failure.case_id} ({failure.problem})" for failure in self.failures[:MAX_FAILURES_SHOWN])
+        listed = ", ".join(f"{failure.case_id} ({failure.problem})" for failure in self.failures[:MAX_FAILURES_SHOWN])
         more = len(self.failures) - MAX_FAILURES_SHOWN
         suffix = f", and {more} more" if more > 0 else ""
-        return f"{self.title}: {len(self.failures)} of {self.cases} cases failed: {shown}{suffix}"
+        return f"{self.title}: {len(self.failures)} of {self.cases} cases failed: {listed}{suffix}"
 
     def to_dict(self) -> dict[str, object]:
         return {

@@ -22,7 +22,7 @@ from keyside.selftest.session import Target
 from keyside.selftest.upstream import RecordedRequest
 from keyside.sidecar.logsetup import LOG_FILE_NAME
 
-# Where the redirect cases land on the target upstream.
+# Path of the request that a redirect case sends to its target upstream.
 LANDING_PATH = "/echo/landed"
 
 
@@ -50,7 +50,7 @@ def _leaks_in_request(target: Target, received: RecordedRequest, allowed_key: st
 
 
 async def credential_override(target: Target) -> ClassResult:
-    """Credentials chosen by the caller are stripped; the upstream sees only the injected key."""
+    """Check that the caller's credentials are stripped, so the upstream receives only the injected key."""
     result = ClassResult("credential_override", "caller credentials stripped, only the injected key goes upstream")
     header_cases = corpus.load("sidecar_request_headers.json")
     stripped = [tuple(pair) for pair in header_cases["stripped"]]
@@ -111,7 +111,7 @@ async def credential_override(target: Target) -> ClassResult:
 
 
 async def key_echo(target: Target) -> ClassResult:
-    """A key sent back by the upstream, in a header or split across body chunks, reaches the caller masked."""
+    """Check that a key sent back by the upstream, in a header or split across chunks, reaches the caller masked."""
     result = ClassResult("key_echo", "keys echoed by the upstream come back masked")
     for case in corpus.cases("sidecar_key_echo.json"):
         async def probe(case: dict = case) -> list[str]:
@@ -133,7 +133,7 @@ async def key_echo(target: Target) -> ClassResult:
 
 
 async def redirect(target: Target) -> ClassResult:
-    """A redirect to another origin never carries the key; one to an origin nothing allows is denied."""
+    """Check that a redirect to another origin never carries the key, and one to an unallowed origin is denied."""
     result = ClassResult("redirect", "cross-origin redirects never carry the key")
     upstreams = target.upstreams
     landings = {"same": upstreams.service, "allowed": upstreams.allowed, "stranger": upstreams.stranger}
@@ -176,8 +176,8 @@ async def redirect(target: Target) -> ClassResult:
 
 
 async def log_redaction(target: Target) -> ClassResult:
-    """After every other attack, the sidecar's log holds no key and no token in any spelling."""
-    result = ClassResult("log_redaction", "the sidecar log holds no key or token")
+    """Check that, after every other attack, the sidecar's log contains no key and no token in any spelling."""
+    result = ClassResult("log_redaction", "the sidecar log contains no key or token")
     log_dir = target.log_dir
     files = sorted(Path(log_dir).glob(f"{LOG_FILE_NAME}*")) if log_dir is not None else []
     text = "\n".join(path.read_text(encoding="utf-8", errors="replace") for path in files)

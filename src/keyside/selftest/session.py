@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 APP_ID = "keyside-selftest"
 # The supervisor's whole start: spawn, bootstrap and handshake. A cold start takes about a second.
 SIDECAR_START_TIMEOUT_S = 20.0
-# Outbound timeouts of the throwaway sidecar: every upstream is a local fake that answers at once.
+# Outbound timeouts of the throwaway sidecar, short because every upstream is a local fake.
 SIDECAR_LIMITS = {"connect_timeout_s": 5.0, "read_timeout_s": 10.0, "total_timeout_s": 20.0}
 
 # Service name -> (secret name, inject table of keyside.toml). Each injects the key differently.
@@ -47,7 +47,7 @@ PATH_SERVICE_PREFIXES = ["/v1/", "/api/quote"]
 
 
 def new_key(service: str) -> str:
-    """Return a fresh random key. The query key holds '/', '+' and '=' to exercise encoded forms."""
+    """Return a fresh random key. The query key contains '/', '+' and '=' to exercise encoded forms."""
     if service == "query":
         return f"selftest/q+{secrets.token_urlsafe(18)}="
     return f"selftest-{service}-{secrets.token_urlsafe(24)}"
@@ -89,7 +89,7 @@ class Upstreams:
 
 @dataclass
 class Target:
-    """What the attack classes need to know about the sidecar under test."""
+    """The sidecar under test as the attack classes address it: port, token, keys and upstreams."""
 
     port: int
     token: str

@@ -1,8 +1,9 @@
 """SSRF classes: the guard's case tables, checked the way `keyside net check` checks a URL.
 
-Every URL goes through `GuardedClient.check` (URL check, resolution, classification of every
-answer) with a StaticResolver that answers from the case table, so no DNS query is sent and no
-connection is opened: the private, metadata and public addresses in the tables are only named.
+Every URL goes through `GuardedClient.check`: the URL check, resolution and the classification
+of every answer. The resolver is a StaticResolver that returns the addresses of the case table, so
+no DNS query is sent and no connection is opened. The private, metadata and public addresses in
+the tables are only named.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from keyside.selftest.results import ClassResult
 
 
 def _stub_mapping(case: dict[str, Any]) -> dict[str, list[str]]:
-    """Return the stub resolver's answers for the case's host; a host without answers gets none."""
+    """Return the stub resolver's mapping: the case's host to its addresses, or nothing for no addresses."""
     if "resolves_to" not in case:
         return {}
     try:
@@ -39,7 +40,7 @@ async def _check_case(policy: GuardPolicy, case: dict[str, Any]) -> list[str]:
 
 
 async def ssrf_urls() -> ClassResult:
-    """Every URL form in the guard's table (numeric IPv4 spellings, IPv6 embeddings, userinfo, ...)."""
+    """Check every URL form in the guard's table (numeric IPv4 spellings, IPv6 embeddings, userinfo)."""
     result = ClassResult("ssrf_url", "SSRF URL forms get the guard's verdict from its case table")
     for case in corpus.cases("ssrf_urls.toml"):
         await run_case(result, case["id"], lambda case=case: _check_case(GuardPolicy(), case))
@@ -57,7 +58,7 @@ async def _classify_case(case: dict[str, Any]) -> list[str]:
 
 
 async def ssrf_addresses() -> ClassResult:
-    """Every special-purpose address in the guard's table gets its named class."""
+    """Check that every special-purpose address in the guard's table gets its named class."""
     result = ClassResult("ssrf_address", "special-purpose IPv4 and IPv6 addresses classified and denied")
     for case in corpus.cases("ssrf_addresses.toml"):
         await run_case(result, case["id"], lambda case=case: _classify_case(case))
@@ -65,7 +66,7 @@ async def ssrf_addresses() -> ClassResult:
 
 
 async def ssrf_allowances() -> ClassResult:
-    """An explicit private allowance lifts a deny reason for its own host and port only."""
+    """Check that an explicit private allowance lifts a deny reason for its own host and port only."""
     result = ClassResult("ssrf_allowance", "private allowances lift only the named host and port")
     for case in corpus.cases("ssrf_allowances.toml"):
         await run_case(result, case["id"],

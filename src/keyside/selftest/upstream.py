@@ -55,7 +55,7 @@ class RecordedRequest:
 
 @dataclass
 class RecordingUpstream:
-    """One fake upstream server; `requests` holds what it received since the last `clear()`."""
+    """One fake upstream server; `requests` contains what it received since the last `clear()`."""
 
     requests: list[RecordedRequest] = field(default_factory=list)
     port: int = 0
