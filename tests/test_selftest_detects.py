@@ -183,3 +183,17 @@ async def test_classifier_allowing_all_fails_address_class(monkeypatch: pytest.M
     assert not result.passed
     assert "v4-unspecified" in failed_ids(result)
     assert "v4-public-above-172-31" not in failed_ids(result)
+
+
+async def test_problems_masked_with_target_secrets(unsafe_target: Target) -> None:
+    async def quoting_attack(target: Target) -> ClassResult:
+        result = ClassResult("quoting", "a class whose problem quotes what a broken sidecar sent")
+        result.record("echo", [f"expected reason token_invalid, got {target.token}",
+                               f"upstream path /x/{target.keys['query']}"])
+        return result
+
+    (result,) = await run_sidecar_classes(unsafe_target, (quoting_attack,))
+    problem = result.failures[0].problem
+    assert unsafe_target.token not in problem
+    assert unsafe_target.keys["query"] not in problem
+    assert "[REDACTED]" in problem

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from keyside.redact import Redactor
 from keyside.selftest import request_attacks, secret_attacks, ssrf
 from keyside.selftest.loopback import LoopbackFence
 from keyside.selftest.results import CaseFailure, ClassResult
@@ -44,8 +45,19 @@ async def run_guard_classes() -> list[ClassResult]:
 
 async def run_sidecar_classes(target: Target, classes: tuple[SidecarAttack, ...] = SIDECAR_CLASSES
                               ) -> list[ClassResult]:
-    """Run the sidecar classes against `target`, which may be any sidecar on loopback."""
-    return [await attack(target) for attack in classes]
+    """Run the sidecar classes against `target`, which may be any sidecar on loopback.
+
+    Problems are masked with the target's keys and token, because a broken sidecar could put
+    them into what a problem quotes (a reason or a path).
+    """
+    redactor = Redactor(target.secret_values())
+    results = []
+    for attack in classes:
+        result = await attack(target)
+        result.failures = [CaseFailure(failure.case_id, redactor.redact(failure.problem))
+                           for failure in result.failures]
+        results.append(result)
+    return results
 
 
 async def _run_all() -> list[ClassResult]:
