@@ -99,3 +99,16 @@ def test_class_result_json_lists_every_failure() -> None:
     body = json.loads(json.dumps(result.to_dict()))
     assert body["passed"] is False
     assert len(body["failures"]) == 8
+
+
+@pytest.mark.parametrize("error", [TimeoutError(), OSError(98, "Address already in use")], ids=["timeout", "os_error"])
+def test_doctor_security_reports_broken_run(error: Exception, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    def fail() -> None:
+        raise error
+
+    monkeypatch.setattr("keyside.selftest.checks.run_selftest", fail)
+    assert main(["doctor", "--security"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("[fail] selftest")
+    assert "fix:" in out

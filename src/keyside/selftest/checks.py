@@ -6,7 +6,7 @@ import argparse
 
 from keyside.cli.common import UsageError
 from keyside.cli.doctor import FAIL, OK, Check
-from keyside.selftest.runner import run_selftest
+from keyside.selftest.runner import SELFTEST_TIMEOUT_S, run_selftest
 
 # Options of `keyside doctor` that choose an app or a vault; the self-test brings its own.
 APP_AND_VAULT_OPTIONS = (("app", "--app"), ("vault", "--vault"), ("vault_file", "--vault-file"),
@@ -27,8 +27,17 @@ def security_checks(args: argparse.Namespace) -> list[Check]:
         raise UsageError(f"{', '.join(conflicting)} cannot be combined with --security: the self-test uses its own "
                          "throwaway app and memory vault, never your keys.",
                          fix="Run `keyside doctor --security` without them.")
+    try:
+        results = run_selftest()
+    except TimeoutError:
+        return [Check("selftest", FAIL, f"the self-test did not finish within {SELFTEST_TIMEOUT_S:g} s",
+                      "Run `keyside --log-level INFO doctor --security` to see which step hangs, "
+                      "and report it as SECURITY.md describes.")]
+    except OSError as error:
+        return [Check("selftest", FAIL, f"the self-test could not run: {error.strerror or error}",
+                      "Check that this machine allows listening on 127.0.0.1, then run it again.")]
     checks = []
-    for result in run_selftest():
+    for result in results:
         status = OK if result.passed else FAIL
         checks.append(Check(result.name, status, result.summary(), None if result.passed else FIX))
     return checks
