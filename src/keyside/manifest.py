@@ -260,6 +260,18 @@ def _check_host_port(path: Path, key: str, value: str) -> str:
     return f"{match.group(1).lower()}:{int(match.group(2))}"
 
 
+def _check_nameserver(path: Path, key: str, value: str) -> str:
+    """Validate a DNS server as ip:port; a host name would need a resolver to find the resolver."""
+    host_port = _check_host_port(path, key, value)
+    host = host_port.rsplit(":", 1)[0].strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise _fail(path, key, f"{value!r} names a host, not an IP address",
+                    'write the DNS server as "127.0.0.1:53" or "[::1]:53"') from None
+    return host_port
+
+
 def _load_inject(path: Path, key: str, data: Any) -> InjectSpec:
     table = _Table(path, key, data)
     table.reject_unknown({"header", "bearer", "query", "basic", "path", "username"})
@@ -432,7 +444,7 @@ def parse_manifest(path: Path, data: dict[str, Any]) -> Manifest:
     network = NetworkSpec(
         tuple(_check_host_port(path, "network.allow_private", v)
               for v in network_table.get_str_list("allow_private", [])),
-        tuple(_check_host_port(path, "network.nameservers", v)
+        tuple(_check_nameserver(path, "network.nameservers", v)
               for v in network_table.get_str_list("nameservers", [])),
     )
     ui = _Table(path, "ui", data.get("ui", {})).data
