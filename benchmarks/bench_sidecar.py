@@ -7,6 +7,9 @@ namespace:
 
     unshare --net bash -c 'ip link set lo up; python3 benchmarks/bench_sidecar.py'
 
+A third proxy, the bare proxy with the outbound guard as its client, shows how much of the
+difference is the guard and how much the sidecar's own checks.
+
 Options: --seconds per throughput round (default 5), --rounds (3), --connections (16),
 --json to print the results as JSON. The load generator is a small HTTP/1.1 client on asyncio
 protocols, so it costs far less CPU per request than aiohttp's client; it still shares the two
@@ -33,7 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from sidecar_process import SidecarProcess, bearer, service  # noqa: E402
+from sidecar_process import SidecarProcess, bearer, raw_http, service  # noqa: E402
 
 KEY = "sk-bench-0123456789abcdefghij"
 UPSTREAM_SCRIPT = textwrap.dedent("""
@@ -88,10 +91,29 @@ BARE_PROXY_SCRIPT = textwrap.dedent("""
 """)
 
 
-def spawn(script: str, *args: str) -> tuple[subprocess.Popen[bytes], int]:
+# The bare proxy with its aiohttp client replaced by the outbound guard: it separates what the guard
+# costs from what the sidecar's own checks cost.
+GUARD_PROXY_SCRIPT = BARE_PROXY_SCRIPT.replace(
+    "session = aiohttp.ClientSession(auto_decompress=False)",
+    "from keyside.guard import GuardedClient, GuardPolicy\n"
+    "    from urllib.parse import urlsplit\n"
+    "    parts = urlsplit(UPSTREAM)\n"
+    "    session = GuardedClient(GuardPolicy(frozenset({(parts.hostname, parts.port)})))",
+).replace(
+    "async for chunk in upstream.content.iter_any():",
+    "async for chunk in upstream.iter_chunks():",
+).replace("allow_redirects=False", "follow_redirects=False")
+
+
+def spawn(script: str, *args: str, children: list[subprocess.Popen[bytes]]) -> int:
+    """Start `script` in a child process, add it to `children` and return the port it prints."""
     process = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE)
+    children.append(process)
     assert process.stdout is not None
-    return process, int(process.stdout.readline())
+    line = process.stdout.readline()
+    if not line.strip().isdigit():
+        raise RuntimeError(f"helper process did not start (exit code {process.wait()}); see its stderr above")
+    return int(line)
 
 
 # ---- a minimal keep-alive HTTP/1.1 client ------------------------------------------------------------
@@ -233,15 +255,24 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_times(samples: int) -> list[float]:
-    """Seconds from spawning a sidecar to a verified handshake, per sample."""
-    times = []
+def start_times(samples: int) -> tuple[list[float], list[float]]:
+    """Return, per sample, seconds from spawn to a verified handshake and to a first health reply.
+
+    The sidecar sends its ready line before it loads aiohttp, so the first HTTP reply comes later;
+    a request sent in between waits in the listen backlog, which this measures.
+    """
+    handshakes = []
+    first_replies = []
     for _ in range(samples):
         started = time.perf_counter()
         sidecar = SidecarProcess().start()
-        times.append(time.perf_counter() - started)
+        handshakes.append(time.perf_counter() - started)
+        status, _, _ = raw_http(sidecar.port, f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{sidecar.port}\r\n"
+                                              "Connection: close\r\n\r\n".encode())
+        assert status == 200, status
+        first_replies.append(time.perf_counter() - started)
         sidecar.stop()
-    return times
+    return handshakes, first_replies
 
 
 def machine() -> dict[str, Any]:
@@ -255,22 +286,29 @@ def machine() -> dict[str, Any]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"machine": machine(), "settings": vars(args)}
-    upstream, upstream_port = spawn(UPSTREAM_SCRIPT, str(ROOT / "tests"), KEY)
-    origin = f"http://127.0.0.1:{upstream_port}"
-    bare, bare_port = spawn(BARE_PROXY_SCRIPT, origin)
-    services = [service("bench", origin, secret="BENCH_KEY", inject=bearer(), paths=["/json1k", "/sse"])]
-    sidecar = SidecarProcess(services=services, secrets={"BENCH_KEY": KEY}, log_level="WARNING").start()
-    auth = sidecar.auth_headers()
+    children: list[subprocess.Popen[bytes]] = []
+    sidecar: SidecarProcess | None = None
     try:
+        upstream_port = spawn(UPSTREAM_SCRIPT, str(ROOT / "tests"), KEY, children=children)
+        origin = f"http://127.0.0.1:{upstream_port}"
+        bare_port = spawn(BARE_PROXY_SCRIPT, origin, children=children)
+        guarded_port = spawn(GUARD_PROXY_SCRIPT, origin, children=children)
+        bare, guarded = children[1], children[2]
+        services = [service("bench", origin, secret="BENCH_KEY", inject=bearer(), paths=["/json1k", "/sse"])]
+        sidecar = SidecarProcess(services=services, secrets={"BENCH_KEY": KEY}, log_level="WARNING").start()
+        auth = sidecar.auth_headers()
+
         # Warm up all three paths: connection pools, caches, code paths.
         for port, path, headers in ((upstream_port, "/json1k", {}), (bare_port, "/json1k", {}),
-                                    (sidecar.port, "/api/svc/bench/json1k", auth)):
+                                    (guarded_port, "/json1k", {}), (sidecar.port, "/api/svc/bench/json1k", auth)):
             await load(port, path, headers, args.connections, 1.0)
 
-        throughput: dict[str, list[dict[str, float]]] = {"bare_proxy": [], "sidecar": []}
+        throughput: dict[str, list[dict[str, float]]] = {"bare_proxy": [], "guard_proxy": [], "sidecar": []}
         for _ in range(args.rounds):
             throughput["bare_proxy"].append(await load(bare_port, "/json1k", {}, args.connections, args.seconds,
                                                        (bare.pid,)))
+            throughput["guard_proxy"].append(await load(guarded_port, "/json1k", {}, args.connections,
+                                                        args.seconds, (guarded.pid,)))
             throughput["sidecar"].append(await load(sidecar.port, "/api/svc/bench/json1k", auth,
                                                     args.connections, args.seconds, (sidecar.process.pid,)))
         results["throughput"] = throughput
@@ -278,8 +316,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         sidecar_rps = statistics.median(r["requests_per_s"] for r in throughput["sidecar"])
         results["throughput_ratio"] = sidecar_rps / bare_rps
         bare_cpu = statistics.median(r["cpu_ms_per_request"] for r in throughput["bare_proxy"])
+        guard_cpu = statistics.median(r["cpu_ms_per_request"] for r in throughput["guard_proxy"])
         sidecar_cpu = statistics.median(r["cpu_ms_per_request"] for r in throughput["sidecar"])
-        results["cpu_ms_per_request"] = {"bare_proxy": bare_cpu, "sidecar": sidecar_cpu,
+        results["cpu_ms_per_request"] = {"bare_proxy": bare_cpu, "guard_proxy": guard_cpu, "sidecar": sidecar_cpu,
                                          "bare_over_sidecar": bare_cpu / sidecar_cpu}
 
         latency = {
@@ -301,14 +340,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         results["sidecar_rss_mb_after_run"] = rss_mb(sidecar.process.pid)
         results["bare_proxy_rss_mb_after_run"] = rss_mb(bare.pid)
     finally:
-        sidecar.stop()
-        for process in (bare, upstream):
+        if sidecar is not None:
+            sidecar.stop()
+        for process in children:
             process.kill()
             process.wait()
 
-    times = start_times(args.start_samples)
-    results["start_to_handshake_s"] = {"median": statistics.median(times), "min": min(times), "max": max(times),
-                                       "samples": len(times)}
+    handshakes, first_replies = start_times(args.start_samples)
+    results["start_to_handshake_s"] = {"median": statistics.median(handshakes), "min": min(handshakes),
+                                       "max": max(handshakes), "samples": len(handshakes)}
+    results["start_to_first_reply_s"] = {"median": statistics.median(first_replies), "min": min(first_replies),
+                                         "max": max(first_replies), "samples": len(first_replies)}
     results["machine"]["load_average_at_end"] = os.getloadavg()
     return results
 
@@ -326,15 +368,18 @@ def main() -> None:
         print(json.dumps(results, indent=2))
         return
     bare = statistics.median(r["requests_per_s"] for r in results["throughput"]["bare_proxy"])
+    guarded = statistics.median(r["requests_per_s"] for r in results["throughput"]["guard_proxy"])
     side = statistics.median(r["requests_per_s"] for r in results["throughput"]["sidecar"])
     latency = results["latency_1_connection"]
     sse = results["sse_delay_ms"]
     start = results["start_to_handshake_s"]
     print(f"machine: {results['machine']}")
-    print(f"throughput, {args.connections} connections: bare proxy {bare:.0f} req/s, sidecar {side:.0f} req/s, "
+    print(f"throughput, {args.connections} connections: bare proxy {bare:.0f} req/s, bare proxy with guard "
+          f"{guarded:.0f} req/s, sidecar {side:.0f} req/s, "
           f"ratio {results['throughput_ratio']:.3f} (target >= 0.90)")
     cpu = results["cpu_ms_per_request"]
-    print(f"proxy CPU per request: bare proxy {cpu['bare_proxy']:.3f} ms, sidecar {cpu['sidecar']:.3f} ms, "
+    print(f"proxy CPU per request: bare proxy {cpu['bare_proxy']:.3f} ms, bare proxy with guard "
+          f"{cpu['guard_proxy']:.3f} ms, sidecar {cpu['sidecar']:.3f} ms, "
           f"bare/sidecar {cpu['bare_over_sidecar']:.3f}")
     print(f"p50 latency, 1 connection: direct {latency['direct']['p50_ms']:.3f} ms, bare proxy "
           f"{latency['bare_proxy']['p50_ms']:.3f} ms, sidecar {latency['sidecar']['p50_ms']:.3f} ms; "
@@ -345,6 +390,9 @@ def main() -> None:
           f"{results['bare_proxy_rss_mb_after_run']:.1f} MB")
     print(f"start to verified handshake: median {start['median'] * 1000:.0f} ms, min {start['min'] * 1000:.0f} ms, "
           f"max {start['max'] * 1000:.0f} ms over {start['samples']} starts (target <= 250)")
+    first = results["start_to_first_reply_s"]
+    print(f"start to first /api/health reply: median {first['median'] * 1000:.0f} ms, min "
+          f"{first['min'] * 1000:.0f} ms, max {first['max'] * 1000:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ class ScrubPattern:
         # Longest first, so a value that contains another value is masked whole.
         ordered = sorted(unique, key=len, reverse=True)
         encoded = [value.encode("utf-8") for value in ordered]
+        self._encoded = tuple(encoded)
+        self._ordered = tuple(ordered)
         self.max_length = max((len(value) for value in encoded), default=0)
         self._bytes = re.compile(b"|".join(map(re.escape, encoded))) if encoded else None
         self._text = re.compile("|".join(map(re.escape, ordered))) if ordered else None
@@ -37,13 +39,19 @@ class ScrubPattern:
     def empty(self) -> bool:
         return self._bytes is None
 
+    # A substring test per value (a C memory search) is much cheaper than the alternation regex,
+    # and almost every body contains no value, so the regex runs only when one is present.
+
+    def contains_value(self, data: bytes) -> bool:
+        return any(value in data for value in self._encoded)
+
     def scrub_text(self, text: str) -> str:
-        if self._text is None:
+        if self._text is None or not any(value in text for value in self._ordered):
             return text
         return self._text.sub(MASK, text)
 
     def scrub_bytes(self, data: bytes) -> bytes:
-        if self._bytes is None:
+        if self._bytes is None or not self.contains_value(data):
             return data
         return self._bytes.sub(MASK_BYTES, data)
 
@@ -72,6 +80,9 @@ class StreamScrubber:
 
         # 2. Mask every value that starts before `limit`. Such a value lies wholly inside `buffer`,
         #    because a value starting there has all its bytes before the held-back tail ends.
+        if not pattern.contains_value(buffer):
+            self._pending = buffer[limit:]
+            return buffer[:limit]
         parts: list[bytes] = []
         position = 0
         for match in pattern._bytes.finditer(buffer):

@@ -3,6 +3,11 @@
 Lifetime rules: the sidecar lives exactly as long as its host. End of file on stdin (the host
 exited or died) stops it within EXIT_DEADLINE_S; on Linux the parent-death signal is a second line
 of defence for a host killed while another process keeps the pipe open.
+
+Start-up order: everything up to the ready line uses the standard library and small keyside
+modules only. aiohttp and the request pipeline, whose imports take most of the start-up time, load
+after the ready line, while the host finishes its own start. Connections that arrive meanwhile
+wait in the listen backlog, and control messages wait on the pipe, so nothing is refused.
 """
 
 from __future__ import annotations
@@ -14,14 +19,11 @@ import signal
 import socket
 import sys
 
-from aiohttp import web
-
 from keyside.errors import KeysideError
 from keyside.redact import Redactor
-from keyside.sidecar.app import Sidecar
 from keyside.sidecar.channel import ControlChannel, claim_stdout
 from keyside.sidecar.config import parse_bootstrap
-from keyside.sidecar.control import ControlDispatcher
+from keyside.sidecar.keystore import leak_forms
 from keyside.sidecar.lifetime import exit_after_deadline
 from keyside.sidecar.logsetup import configure_early_logging, configure_logging
 from keyside.sidecar.protocol import decode_message, handshake_proof
@@ -91,8 +93,11 @@ async def run(channel: ControlChannel, redactor: Redactor) -> int:
         channel.send({"type": "fatal", "reason": error.reason, "message": redactor.redact(error.message)})
         return EXIT_BAD_BOOTSTRAP
 
-    # 2. Logging and state; every secret and the token go into the redactor here.
-    sidecar = Sidecar(config, redactor)
+    # 2. Logging. The token and every secret go into the redactor before the first log line.
+    redactor.add(config.token)
+    for value in config.secrets.values():
+        for form in leak_forms(value):
+            redactor.add(form)
     log_file = configure_logging(redactor, config.log_level, config.log_dir)
 
     # 3. Listen on loopback and prove the token to the host.
@@ -103,17 +108,25 @@ async def run(channel: ControlChannel, redactor: Redactor) -> int:
                       "message": f"Cannot listen on 127.0.0.1: {error.strerror}."})
         return EXIT_BIND_FAILED
     port = sock.getsockname()[1]
+    channel.send({"type": "ready", "port": port, "pid": os.getpid(),
+                  "proof": handshake_proof(config.token, config.nonce, port)})
+
+    # 4. Load the HTTP stack (see the module docstring for why only now) and start serving.
+    from aiohttp import web
+
+    from keyside.sidecar.app import Sidecar
+    from keyside.sidecar.control import ControlDispatcher
+
+    sidecar = Sidecar(config, redactor)
     sidecar.set_port(port)
     server = web.Server(sidecar.handle, handler_cancellation=True, access_log=None)
     runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_GRACE_S)
     await runner.setup()
     await web.SockSite(runner, sock).start()
-    channel.send({"type": "ready", "port": port, "pid": os.getpid(),
-                  "proof": handshake_proof(config.token, config.nonce, port)})
     logger.info("sidecar ready port=%d services=%s origins=%s log_file=%s", port,
                 ",".join(sorted(config.services)) or "-", ",".join(sorted(config.origins)) or "-", log_file)
 
-    # 4. Serve until stdin closes or a signal arrives, then stop within the deadline.
+    # 5. Serve until stdin closes or a signal arrives, then stop within the deadline.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
