@@ -404,12 +404,26 @@ def test_set_origins_changes_cors(sidecar: SidecarProcess) -> None:
     assert status_from(origin) == 403
 
 
+def test_log_file_private(sidecar: SidecarProcess) -> None:
+    log_dir = Path(sidecar.bootstrap["log_dir"])
+    assert (log_dir / "sidecar.log").stat().st_mode & 0o777 == 0o600
+    assert log_dir.stat().st_mode & 0o777 == 0o700
+
+
 def test_outputs_hold_no_secrets(sidecar: SidecarProcess) -> None:
-    # Runs after the control tests above: replies, stderr and the log file were all exercised.
+    # Exercise replies, stderr and the log with every kind of value first, then read them all.
+    assert sidecar.control({"type": "set_secret", "name": "OPENAI_API_KEY", "value": KEY})["ok"] is True
+    sidecar.control({"type": "validate", "service": "openai", "value": CANDIDATE})
+    sidecar.control({"type": "set_secret", "name": "OPENAI_API_KEY", "value": "sk-bad\r\nX: y"})
+    assert http_status(sidecar, f"/api/svc/openai/bearer/{sidecar.token}") == 400
+    assert http_status(sidecar, "/api/status", token=token_hex(32)) == 401
+
     log_text = "\n".join(path.read_text() for path in Path(sidecar.bootstrap["log_dir"]).glob("sidecar.log*"))
     assert "secret set name=OPENAI_API_KEY" in log_text
+    assert "key validation service=openai" in log_text
     for output in (sidecar.stdout_text(), sidecar.stderr_text(), log_text):
         assert sidecar.token not in output
         assert KEY not in output
         assert CANDIDATE not in output
+        assert "sk-bad" not in output
         assert "sk-rotated-value-000111222" not in output

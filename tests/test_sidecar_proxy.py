@@ -258,11 +258,19 @@ async def test_key_injected(upstream: str, path: str, via: str, secret: str, sid
             assert not received[0].contains(value)
 
 
-def test_keys_reach_only_their_upstream(sidecar: SidecarProcess, upstreams: dict[str, UpstreamServer]) -> None:
-    # Runs after the other tests of this module; the upstreams kept everything since the last clear.
+async def test_keys_reach_only_their_upstream(sidecar: SidecarProcess, upstreams: dict[str, UpstreamServer],
+                                             client: aiohttp.ClientSession) -> None:
+    clear(upstreams)
+    for _, path, _, _ in INJECTION_CASES:
+        await get(client, sidecar, path)
+    for path in ("/api/svc/header/echo/x", "/api/svc/query/echo/x", "/api/svc/basic/echo/x",
+                 "/api/svc/keyless/echo/x", "/api/svc/bearer/echo/x"):
+        await get(client, sidecar, path)
     own = {"bearer": "BEARER_KEY", "header": "HEADER_KEY", "query": "QUERY_KEY", "basic": "BASIC_KEY",
            "path": "PATH_KEY"}
     for name, server in upstreams.items():
+        if name in own:
+            assert server.requests, name
         for secret, value in KEYS.items():
             if own.get(name) != secret:
                 assert not server.received(value), f"{secret} reached {name}"
@@ -628,6 +636,8 @@ async def test_traffic_has_paths_without_queries(sidecar: SidecarProcess, client
 
 def test_log_file_has_no_secrets(sidecar: SidecarProcess, upstreams: dict[str, UpstreamServer]) -> None:
     # Put a token into a path and a query, so the log has a chance to leak them, then read it.
+    raw_http(sidecar.port, (f"GET /api/svc/query/query/x?symbol=SECRETQUERY HTTP/1.1\r\n"
+                            f"Host: 127.0.0.1:{sidecar.port}\r\nConnection: close\r\n\r\n").encode())
     raw_http(sidecar.port, (f"GET /api/svc/bearer/echo/{sidecar.token}?q={sidecar.token} HTTP/1.1\r\n"
                             f"Host: 127.0.0.1:{sidecar.port}\r\nConnection: close\r\n\r\n").encode())
     log_dir = Path(sidecar.bootstrap["log_dir"])
