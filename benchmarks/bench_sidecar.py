@@ -12,8 +12,8 @@ difference is the guard and how much the sidecar's own checks.
 
 Options: --seconds per throughput round (default 5), --rounds (3), --connections (16),
 --json to print the results as JSON. The load generator is a small HTTP/1.1 client on asyncio
-protocols, so it costs far less CPU per request than aiohttp's client; it still shares the two
-cores with the proxy under test, so absolute numbers are lower than with a native load tool.
+protocols, written to keep its own CPU cost low. It still shares the two cores with the proxy
+under test, so absolute numbers are lower than a load tool on other cores would show.
 Rounds alternate between the bare proxy and the sidecar, so load from other processes on the
 machine affects both alike.
 """
@@ -259,8 +259,8 @@ def start_times(samples: int) -> tuple[list[float], list[float], list[float]]:
     """Return, per sample, seconds from spawn to a verified handshake and to a first health reply,
     and from closing stdin to process exit.
 
-    The sidecar sends its ready line before it loads aiohttp, so the first HTTP reply comes later;
-    a request sent in between waits in the listen backlog, which this measures.
+    The sidecar sends its ready line before it loads aiohttp, so the first HTTP reply comes later.
+    A request sent in between waits in the listen backlog, and this measures when it is answered.
     """
     handshakes = []
     first_replies = []
@@ -371,6 +371,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     results = asyncio.run(run(args))
+
     if args.json:
         print(json.dumps(results, indent=2))
         return
@@ -380,6 +381,7 @@ def main() -> None:
     latency = results["latency_1_connection"]
     sse = results["sse_delay_ms"]
     start = results["start_to_handshake_s"]
+
     print(f"machine: {results['machine']}")
     print(f"throughput, {args.connections} connections: bare proxy {bare:.0f} req/s, bare proxy with guard "
           f"{guarded:.0f} req/s, sidecar {side:.0f} req/s, "
