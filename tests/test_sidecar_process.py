@@ -31,6 +31,8 @@ KEY = "sk-process-test-Q2hlY2tNZQ"
 CANDIDATE = "sk-candidate-not-stored-77"
 # Generous bounds for a loaded CI machine; the sidecar itself exits within EXIT_DEADLINE_S.
 EXIT_WAIT_S = 5.0
+# These tests read /proc or the parent-death signal, which only Linux has.
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux /proc and prctl")
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +110,7 @@ def test_ready_line_proves_token(sidecar: SidecarProcess) -> None:
     assert ready["proof"] == handshake_proof(sidecar.token, sidecar.nonce, ready["port"])
 
 
+@linux_only
 def test_listens_on_ipv4_loopback_only(sidecar: SidecarProcess) -> None:
     connections = Path("/proc/net/tcp").read_text().splitlines()[1:]
     listening = [line.split()[1] for line in connections if line.split()[3] == "0A"]
@@ -115,6 +118,7 @@ def test_listens_on_ipv4_loopback_only(sidecar: SidecarProcess) -> None:
     assert own == ["0100007F:" + f"{sidecar.port:04X}"]
 
 
+@linux_only
 def test_no_secret_in_argv_or_environment(sidecar: SidecarProcess) -> None:
     pid = sidecar.process.pid
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -220,11 +224,10 @@ PARENT_SCRIPT = textwrap.dedent("""
 """)
 
 
+@linux_only
 def test_parent_death_signal_stops_sidecar() -> None:
     # The test keeps the write end of the sidecar's stdin open, so only the parent-death signal
     # (Linux prctl) can tell the sidecar that its parent was killed.
-    if not sys.platform.startswith("linux"):
-        pytest.skip("the parent-death signal is Linux only")
     read_fd, write_fd = os.pipe()
     sidecar = SidecarProcess()
     parent = subprocess.Popen([sys.executable, "-c", PARENT_SCRIPT, str(read_fd), *SIDECAR_COMMAND],
@@ -244,6 +247,7 @@ def test_parent_death_signal_stops_sidecar() -> None:
         parent.stdout.close()
 
 
+@linux_only
 def test_parent_killed_closes_stdin() -> None:
     # Here the killed parent had the only write end, so the sidecar reads end of file.
     sidecar = SidecarProcess()
@@ -404,6 +408,7 @@ def test_set_origins_changes_cors(sidecar: SidecarProcess) -> None:
     assert status_from(origin) == 403
 
 
+@linux_only
 def test_log_file_private(sidecar: SidecarProcess) -> None:
     log_dir = Path(sidecar.bootstrap["log_dir"])
     assert (log_dir / "sidecar.log").stat().st_mode & 0o777 == 0o600
