@@ -63,7 +63,7 @@ class Sidecar:
         self.cors = CorsPolicy(config.origins)
         self.auth = Authenticator(self.tokens)
         self.clients = OutboundClients(config)
-        self.proxy = ServiceProxy(self.services, self.keys, self.tokens, self.clients)
+        self.proxy = ServiceProxy(self.keys, self.tokens, self.clients)
         self.traffic = TrafficLog(redactor)
         self.port = 0
         self._host_check: HostCheck | None = None

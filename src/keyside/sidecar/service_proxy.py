@@ -35,9 +35,7 @@ MAX_WHOLE_BODY_BYTES = 64 * 1024
 
 
 class ServiceProxy:
-    def __init__(self, services: dict[str, ServiceSpec], keys: KeyStore, tokens: TokenRegistry,
-                 clients: OutboundClients):
-        self.services = services
+    def __init__(self, keys: KeyStore, tokens: TokenRegistry, clients: OutboundClients):
         self.keys = keys
         self.tokens = tokens
         self.clients = clients
