@@ -15,10 +15,9 @@ Order of checks for each hop:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
@@ -91,11 +90,13 @@ class GuardedResponse:
         self.reason = response.reason
         self.url = target.url
         self.redirects = redirects
-        headers = CIMultiDict(response.headers)
         if encodings:
+            headers = CIMultiDict(response.headers)
             headers.popall("Content-Encoding", None)
             headers.popall("Content-Length", None)
-        self.headers = CIMultiDictProxy(headers)
+            self.headers = CIMultiDictProxy(headers)
+        else:
+            self.headers = response.headers  # read-only already, and describes the body as it is
 
     def __repr__(self) -> str:
         return f"<GuardedResponse {self.status} {self._target.scheme}://{self._target.host_port}>"
@@ -115,6 +116,18 @@ class GuardedResponse:
         declared = self._response.content_length
         if declared is not None and declared > self._max_bytes:
             raise self._too_large(f"announces {declared} bytes")
+
+        if not self._encodings:
+            # Nothing to decode, so the raw bytes are the decoded bytes and one count covers the cap.
+            total = 0
+            while True:
+                chunk = await self._read_some()
+                if not chunk:
+                    return
+                total += len(chunk)
+                if total > self._max_bytes:
+                    raise self._too_large("sent more")
+                yield chunk
 
         decoder = BodyDecoder(self._encodings)
         raw_total = 0
@@ -142,9 +155,17 @@ class GuardedResponse:
         return b"".join([piece async for piece in self.iter_chunks()])
 
     async def _read_some(self) -> bytes:
+        content = self._response.content
         try:
+            if asyncio.get_running_loop().time() >= self._deadline:
+                raise TimeoutError
+            # Bytes that already arrived (a small body comes in the packet of the headers) are
+            # taken without arming a timer; only a read that has to wait runs under the deadline.
+            data = content.read_nowait()
+            if data or content.is_eof():
+                return data
             async with asyncio.timeout_at(self._deadline):
-                return await self._response.content.readany()
+                return await content.readany()
         except aiohttp.SocketTimeoutError:
             raise GuardDenied("timeout_read", f"{self._target.host_port} sent nothing for the idle-read "
                               "timeout.") from None
@@ -263,25 +284,9 @@ class GuardedClient:
         A cross-origin redirect whose URL still contains one of `sensitive_values` is denied
         with `redirect_leaks_secret`. Every failure raises GuardDenied with a named reason.
         """
-        return self._request(method, url, headers, data, follow_redirects, max_response_bytes,
-                             tuple(sensitive_headers), tuple(sensitive_query_params), tuple(sensitive_values))
-
-    @contextlib.asynccontextmanager
-    async def _request(self, method: str, url: str, headers: Mapping[str, str] | None,
-                       data: bytes | AsyncIterable[bytes] | None, follow_redirects: bool,
-                       max_response_bytes: int | None, sensitive_headers: tuple[str, ...],
-                       sensitive_query_params: tuple[str, ...],
-                       sensitive_values: tuple[str, ...]) -> AsyncIterator[GuardedResponse]:
-        try:
-            response = await self._send(method, url, headers, data, follow_redirects, max_response_bytes,
-                                        sensitive_headers, sensitive_query_params, sensitive_values)
-        except GuardDenied as error:
-            logger.warning("outbound request failed reason=%s method=%s %s", error.reason, method, _host_of(url))
-            raise
-        try:
-            yield response
-        finally:
-            await response.close()
+        send = functools.partial(self._send, method, url, headers, data, follow_redirects, max_response_bytes,
+                                 tuple(sensitive_headers), tuple(sensitive_query_params), tuple(sensitive_values))
+        return _RequestContext(send, method, url)
 
     async def _send(self, method: str, url: str, headers: Mapping[str, str] | None,
                     data: bytes | AsyncIterable[bytes] | None, follow_redirects: bool,
@@ -386,6 +391,33 @@ class GuardedClient:
                               f"{type(error).__name__}.") from None
         finally:
             self._pinning.unpin(token)
+
+
+class _RequestContext(AbstractAsyncContextManager[GuardedResponse]):
+    """`async with client.request(...)`: send on entry, log a denial, close the response on exit.
+
+    A plain class rather than contextlib.asynccontextmanager, which adds a generator and several
+    coroutine steps to every request.
+    """
+
+    def __init__(self, send: Callable[[], Awaitable[GuardedResponse]], method: str, url: str):
+        self._send = send
+        self._method = method
+        self._url = url
+        self._response: GuardedResponse | None = None
+
+    async def __aenter__(self) -> GuardedResponse:
+        try:
+            self._response = await self._send()
+        except GuardDenied as error:
+            logger.warning("outbound request failed reason=%s method=%s %s", error.reason, self._method,
+                           _host_of(self._url))
+            raise
+        return self._response
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._response is not None:
+            await self._response.close()
 
 
 def _check_method(method: str) -> str:

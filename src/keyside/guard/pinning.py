@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import socket
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -52,16 +52,14 @@ class PinningResolver(AbstractResolver):
         self._cache: OrderedDict[tuple[str, int], tuple[float, tuple[Verdict, ...]]] = OrderedDict()
         # (address, port) pairs that an explicit allowance made dialable.
         self._lifted: set[tuple[str, int]] = set()
+        # Requests that used an explicit allowance, per (host, port, address).
+        self.allowance_uses: Counter[tuple[str, int, str]] = Counter()
 
     async def inspect(self, host: str, port: int) -> tuple[Verdict, ...]:
         """Resolve `host` and return a verdict for every answer, denied ones included.
 
         Raises GuardDenied only when resolution itself fails (`dns_*`).
         """
-        literal = _literal(host)
-        if literal is not None:
-            return (self.policy.decide(host, port, literal),)
-
         key = (host, port)
         cached = self._cache.get(key)
         if cached is not None:
@@ -71,9 +69,16 @@ class PinningResolver(AbstractResolver):
                 return verdicts
             del self._cache[key]
 
-        answers = await self.resolver.resolve(host)
-        verdicts = tuple(dict.fromkeys(self.policy.decide(host, port, answer.ip) for answer in answers))
-        ttl = min(min(answer.ttl for answer in answers), MAX_DNS_CACHE_TTL_S)
+        literal = _literal(host)
+        if literal is not None:
+            # An IP literal needs no resolution, and its verdict depends only on the address and
+            # the policy, so an allowed one is kept like a validated answer with the longest TTL.
+            verdicts = (self.policy.decide(host, port, literal),)
+            ttl = MAX_DNS_CACHE_TTL_S
+        else:
+            answers = await self.resolver.resolve(host)
+            verdicts = tuple(dict.fromkeys(self.policy.decide(host, port, answer.ip) for answer in answers))
+            ttl = min(min(answer.ttl for answer in answers), MAX_DNS_CACHE_TTL_S)
         if ttl > 0 and all(verdict.allowed for verdict in verdicts):
             self._cache[key] = (self._clock() + ttl, verdicts)
             while len(self._cache) > DNS_CACHE_MAX_ENTRIES:
@@ -92,9 +97,21 @@ class PinningResolver(AbstractResolver):
                 raise _denied(host, port, verdict)
         for verdict in verdicts:
             if verdict.reason == ALLOW_CONFIGURED:
-                self._lifted.add((verdict.address, port))
-                logger.info("private allowance used host=%s port=%s address=%s", host, port, verdict.address)
+                self._note_allowance_use(host, port, verdict.address)
         return tuple(sorted(verdicts, key=lambda verdict: ":" in verdict.address))
+
+    def _note_allowance_use(self, host: str, port: int, address: str) -> None:
+        # The first use of each allowed host, port and address is logged at INFO. Later uses are
+        # counted and logged at DEBUG, because a line per request would cost more CPU time than
+        # the request's own checks and flood the log of a busy local model server.
+        self._lifted.add((address, port))
+        key = (host, port, address)
+        self.allowance_uses[key] += 1
+        uses = self.allowance_uses[key]
+        if uses == 1:
+            logger.info("private allowance used host=%s port=%s address=%s", host, port, address)
+        else:
+            logger.debug("private allowance used host=%s port=%s address=%s uses=%d", host, port, address, uses)
 
     def pin(self, host: str, port: int, verdicts: tuple[Verdict, ...]) -> contextvars.Token[Any]:
         """Make aiohttp's next resolve of `host`:`port` in this task return `verdicts`."""

@@ -9,6 +9,7 @@ dotted-quad address it means. The client then fetches `CheckedUrl.url` byte for 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import unicodedata
@@ -37,6 +38,10 @@ _PATH_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 # Printable ASCII without space and backslash: the common case, checked in one regex call.
 _PLAIN_ASCII = re.compile(r"[!-\[\]-~]*")
 _PERCENT_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# A path and query made only of _PATH_SAFE characters and valid escapes, which encoding keeps as is.
+_ENCODED_PATH_QUERY = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*")
+# Distinct authorities (host and port spellings) whose check result is kept.
+AUTHORITY_CACHE_ENTRIES = 256
 
 
 @dataclass(frozen=True)
@@ -91,12 +96,7 @@ def check_url(url: str) -> CheckedUrl:
         raise _deny("url_userinfo", "URL contains user information before the host.",
                     "Remove the user:password@ part; credentials are injected by keyside.")
 
-    host = _normalise_netloc_host(parts.netloc)
-    port = _parse_port(parts.netloc, scheme)
-    address = _literal_address(host)
-    if address is not None:
-        host = str(address)
-
+    host, port, address = _check_authority(parts.netloc, scheme)
     path_query = _encode_path_query(parts.path or "/", parts.query)
     shown_host = f"[{host}]" if ":" in host else host
     netloc = shown_host if port == DEFAULT_PORTS[scheme] else f"{shown_host}:{port}"
@@ -116,6 +116,20 @@ def _reject_bad_characters(url: str) -> None:
         if unicodedata.category(char) in ("Cc", "Cf"):
             raise _deny("url_control_chars", f"URL contains a control character (U+{ord(char):04X}).",
                         "Remove control characters from the URL.")
+
+
+# A client sends many requests to few origins, so the host and port checks of each distinct
+# authority run once. The result depends only on the two strings, and a rejected authority
+# raises again on every call, because lru_cache stores no exceptions.
+@functools.lru_cache(maxsize=AUTHORITY_CACHE_ENTRIES)
+def _check_authority(netloc: str, scheme: str) -> tuple[str, int, IPAddress | None]:
+    """Return the normalised host, the port and the literal address (or None) of `netloc`."""
+    host = _normalise_netloc_host(netloc)
+    port = _parse_port(netloc, scheme)
+    address = _literal_address(host)
+    if address is not None:
+        host = str(address)
+    return host, port, address
 
 
 def _normalise_netloc_host(netloc: str) -> str:
@@ -229,6 +243,8 @@ def _ipv4_from_inet_aton(host: str) -> ipaddress.IPv4Address | None:
 def _encode_path_query(path: str, query: str) -> str:
     """Percent-encode what is not allowed raw in a path or query; keep valid %XX escapes."""
     text = path if not query else f"{path}?{query}"
+    if _ENCODED_PATH_QUERY.fullmatch(text):
+        return text  # the common case: nothing to encode
     text = _PERCENT_ESCAPE.sub("%25", text)
     out = []
     for char in text:
