@@ -31,6 +31,8 @@ class ScrubPattern:
         self._encoded = tuple(encoded)
         self._ordered = tuple(ordered)
         self.max_length = max((len(value) for value in encoded), default=0)
+        # Text shorter than the shortest value cannot contain one: most header names and values.
+        self._min_text_length = min((len(value) for value in ordered), default=0)
         self._bytes = re.compile(b"|".join(map(re.escape, encoded))) if encoded else None
         self._text = re.compile("|".join(map(re.escape, ordered))) if ordered else None
         self.alphabet = bytes(sorted(set(b"".join(encoded))))
@@ -46,7 +48,9 @@ class ScrubPattern:
         return any(value in data for value in self._encoded)
 
     def scrub_text(self, text: str) -> str:
-        if self._text is None or not any(value in text for value in self._ordered):
+        if self._text is None or len(text) < self._min_text_length:
+            return text
+        if not any(value in text for value in self._ordered):
             return text
         return self._text.sub(MASK, text)
 
