@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -54,3 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("keyside: interrupted", file=sys.stderr)
         return 130
+    except EOFError:
+        # Ctrl-D at a prompt, or a prompt with stdin at its end: nothing was changed.
+        print("keyside: error: input ended before a value was entered; nothing was changed.",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    except BrokenPipeError:
+        # The reader of stdout went away (`keyside doctor | head -1`). Point stdout at devnull so
+        # the interpreter's final flush does not raise again, and exit as a pipe writer does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILURE
