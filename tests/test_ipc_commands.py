@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,7 +17,9 @@ from hypothesis import strategies as st
 
 from keyside.errors import KeysideError
 from keyside.host import ArgSpec, Host, IpcError, command
-from keyside.host.ipc import APP_COMMANDS, CommandRegistry
+from keyside.host.commands import runtime_info
+from keyside.host.ipc import APP_COMMANDS, CallContext, CommandRegistry
+from keyside.vault import Vault
 from test_host_support import (
     DATA,
     ECHO_KEY,
@@ -141,9 +144,48 @@ def test_runtime_info_has_no_token(host):
     assert info["python"]
     assert info["keyside"]
     assert info["vault"]["kind"] == "memory"
+    assert info["vault"]["display_name"] == "memory"
+    assert info["vault"]["file_name"] is None
     text = json.dumps(info)
     for value in _secret_texts(host):
         assert value not in text
+
+
+class _StubStore:
+    """Only the attributes runtime_info reads from a vault's store."""
+
+    def __init__(self, kind, path=None):
+        self.kind = kind
+        self.backend_name = f"{kind} (stub)"
+        if path is not None:
+            self.path = path
+
+
+class _StubHost:
+    def __init__(self, vault):
+        self.vault = vault
+        self.sidecar_state = {"state": "ready", "reason": None, "message": "", "restarts": 0}
+
+
+RUNTIME_VAULT_CASES = [
+    pytest.param(_StubStore("system"), {"kind": "system", "display_name": "system keyring", "file_name": None},
+                 id="system"),
+    pytest.param(_StubStore("memory"), {"kind": "memory", "display_name": "memory", "file_name": None},
+                 id="memory"),
+    pytest.param(_StubStore("file", Path("/home/someone/private/monitor.vault")),
+                 {"kind": "file", "display_name": "encrypted file monitor.vault", "file_name": "monitor.vault"},
+                 id="file"),
+]
+
+
+@pytest.mark.parametrize(("store", "expected"), RUNTIME_VAULT_CASES)
+def test_runtime_info_vault_kind(tmp_path, store, expected):
+    manifest = write_app(tmp_path)
+    ctx = CallContext(window="about", origin=PAGE_ORIGIN, command="runtime_info",
+                      host=_StubHost(Vault(manifest, store)))
+    info = asyncio.run(runtime_info(ctx))
+    assert info["vault"] == expected
+    assert "/home/someone" not in json.dumps(info)
 
 
 def test_local_api_token_works(host):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import platform
+from pathlib import Path
 from typing import Any
 
 import keyside
@@ -28,15 +29,28 @@ SECRET_VALUE = ArgSpec(str, max_length=MAX_SECRET_VALUE_CHARS, allow_control_cha
 
 @command("runtime_info", capability=None, registry=BUILTIN_COMMANDS)
 async def runtime_info(ctx: CallContext) -> dict[str, Any]:
-    """Return the OS, versions and sidecar state, for an about box or a support report."""
+    """Return the OS, versions, vault kind and sidecar state, for an about box or a support report.
+
+    The vault is described by its kind (`system`, `file` or `memory`) and a display name. For a
+    file vault the display name has the file's name but not its folder, so a page never learns
+    the user's home path.
+    """
     state = ctx.host.sidecar_state
+    vault_kind = getattr(ctx.host.vault, "kind", None)
+    vault_file_name = None
+    if vault_kind == "file":
+        # NOTE: Vault has no public accessor for its store's path, so this reads the store.
+        vault_path = getattr(getattr(ctx.host.vault, "_store", None), "path", None)
+        vault_file_name = Path(vault_path).name if vault_path else None
+    display_names = {"system": "system keyring", "memory": "memory",
+                     "file": f"encrypted file {vault_file_name}" if vault_file_name else "encrypted file"}
     return {
         "os": f"{platform.system()} {platform.release()}".strip(),
         "machine": platform.machine(),
         "python": platform.python_version(),
         "keyside": keyside.__version__,
-        "vault": {"kind": getattr(ctx.host.vault, "kind", None),
-                  "backend": getattr(ctx.host.vault, "backend_name", None)},
+        "vault": {"kind": vault_kind, "display_name": display_names.get(vault_kind, vault_kind),
+                  "file_name": vault_file_name},
         "sidecar": {"state": state["state"], "reason": state["reason"], "message": state["message"],
                     "restarts": state["restarts"]},
     }
