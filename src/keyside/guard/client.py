@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ CALLER_HEADERS_DROPPED = frozenset({
     "upgrade", "content-length", "accept-encoding",
 })
 USER_AGENT = f"keyside/{__version__}"
+# Characters that would end a header line or the header block on the wire.
+_HEADER_BREAK = re.compile("[\r\n\0]")
 # Statuses whose responses have no body, whatever their headers announce.
 NO_BODY_STATUSES = frozenset({204, 304})
 
@@ -431,7 +434,7 @@ def _check_method(method: str) -> str:
 def _prepare_headers(headers: Mapping[str, str] | None) -> CIMultiDict[str]:
     prepared: CIMultiDict[str] = CIMultiDict()
     for name, value in (headers or {}).items():
-        if any(char in f"{name}{value}" for char in "\r\n\0"):
+        if _HEADER_BREAK.search(name) or _HEADER_BREAK.search(value):
             raise GuardDenied("header_invalid", f"Header {name!r} contains a line break or NUL.",
                               fix="Remove line breaks from header names and values.")
         if name.lower() not in CALLER_HEADERS_DROPPED:
