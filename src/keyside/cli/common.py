@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import sys
+import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from keyside.errors import KeysideError
 from keyside.manifest import Manifest, load_manifest
-from keyside.vault import DEFAULT_VAULT_KIND, VAULT_KINDS, Vault, default_file_path, open_vault
-from keyside.vault.errors import PASSPHRASE_REQUIRED, VaultError
+from keyside.vault import DEFAULT_VAULT_KIND, VAULT_KINDS, Vault, default_file_path, open_store, open_vault
+from keyside.vault.errors import PASSPHRASE_REQUIRED, VAULT_UNAVAILABLE, WEAK_PASSPHRASE, WRONG_PASSPHRASE, VaultError
+from keyside.vault.file_store import MIN_PASSPHRASE_CHARS
+from keyside.vault.store import Change, Entries
 
 # Environment variables for automation. The passphrase variable is removed from this process's
 # environment once read, so child processes such as the sidecar never inherit it.
@@ -19,6 +25,11 @@ PASSPHRASE_ENV = "KEYSIDE_VAULT_PASSPHRASE"  # noqa: S105 - a variable name, not
 VAULT_KIND_ENV = "KEYSIDE_VAULT"
 # Longer than any passphrase a person types, and stops a wrong --passphrase-fd from reading a whole file.
 MAX_PASSPHRASE_BYTES = 4096
+# Prompts for a new passphrase before a too-short one fails the command.
+NEW_PASSPHRASE_ATTEMPTS = 3
+# Commands that only read the vault. On a missing vault file they see an empty vault and never
+# create the file, its lock file or its folder: (command, secrets action).
+READ_ONLY_COMMANDS = frozenset({("secrets", "list"), ("run", None), ("exec", None), ("doctor", None)})
 
 
 class UsageError(KeysideError):
@@ -70,11 +81,14 @@ def vault_file_path(args: argparse.Namespace, manifest: Manifest) -> Path:
     return Path(path).expanduser() if path is not None else default_file_path(manifest.app_id)
 
 
-def open_vault_from_args(args: argparse.Namespace, manifest: Manifest) -> Vault:
+def open_vault_from_args(args: argparse.Namespace, manifest: Manifest, *, read_only: bool | None = None) -> Vault:
     """Open the vault selected by --vault for `manifest`, reading the passphrase for a file vault.
 
     The passphrase comes from --passphrase-fd, else $KEYSIDE_VAULT_PASSPHRASE, else a hidden
-    prompt on the terminal (asked twice when the file does not exist yet).
+    prompt on the terminal (asked twice when the file does not exist yet). With `read_only`
+    (default: True for the commands in READ_ONLY_COMMANDS), a missing vault file is not created:
+    the vault is empty, no passphrase is needed or prompted for, and a note naming the path goes
+    to stderr.
     """
     kind = vault_kind(args)
     passphrase_fd = getattr(args, "passphrase_fd", None)
@@ -91,27 +105,147 @@ def open_vault_from_args(args: argparse.Namespace, manifest: Manifest) -> Vault:
         return open_vault(manifest, kind)
 
     path = vault_file_path(args, manifest)
+    if read_only is None:
+        read_only = is_read_only_command(args)
+    if read_only and not path.exists():
+        os.environ.pop(PASSPHRASE_ENV, None)
+        if passphrase_fd is not None:
+            # Read and drop it, so a bad descriptor is a usage error whether or not the file exists.
+            read_line_from_fd(passphrase_fd)
+        print(f"keyside: note: no vault file at {path} yet; `keyside secrets set` creates it.", file=sys.stderr)
+        return Vault(manifest, MissingFileStore(path))
+
+    if passphrase_fd is not None:
+        source, fix = (f"--passphrase-fd {passphrase_fd}",
+                       f"Write the passphrase the vault was created with on descriptor {passphrase_fd}.")
+    elif os.environ.get(PASSPHRASE_ENV):
+        source, fix = (f"${PASSPHRASE_ENV}", f"Set {PASSPHRASE_ENV} to the passphrase the vault was created with, "
+                                             "or unset it to be prompted.")
+    else:
+        source = fix = None
     passphrase = read_passphrase(passphrase_fd, path, creating=not path.exists())
-    return open_vault(manifest, "file", file_path=path, passphrase=passphrase)
+    store = open_store(manifest, "file", file_path=path, passphrase=passphrase)
+    if source is None or fix is None:
+        return Vault(manifest, store)
+    return Vault(manifest, PassphraseSourceStore(store, source, fix))
+
+
+def is_read_only_command(args: argparse.Namespace) -> bool:
+    """Return True when the parsed command only reads the vault (see READ_ONLY_COMMANDS)."""
+    command = (getattr(args, "command", None), getattr(args, "secrets_action", None))
+    return command in READ_ONLY_COMMANDS
 
 
 def read_passphrase(passphrase_fd: int | None, path: Path, *, creating: bool) -> str:
-    """Read the file vault passphrase from `passphrase_fd`, the environment, or a terminal prompt."""
+    """Read the file vault passphrase from `passphrase_fd`, the environment, or a terminal prompt.
+
+    When `creating`, a passphrase shorter than MIN_PASSPHRASE_CHARS is rejected here, before
+    the command prompts for anything else. Without a descriptor, the variable or a terminal this
+    raises UsageError, so the CLI exits with status 2.
+    """
     if passphrase_fd is not None:
-        return read_line_from_fd(passphrase_fd)
+        passphrase = read_line_from_fd(passphrase_fd)
+        if not passphrase:
+            raise VaultError(f"--passphrase-fd {passphrase_fd} was empty, so there is no passphrase for the file "
+                             f"vault {path}.", reason=PASSPHRASE_REQUIRED,
+                             fix=f"Write the passphrase on the first line, for example "
+                                 f"`{passphrase_fd}<passphrase-file` with the passphrase in passphrase-file.")
+        if creating:
+            _require_new_passphrase_length(passphrase, f"--passphrase-fd {passphrase_fd}")
+        return passphrase
     from_env = os.environ.pop(PASSPHRASE_ENV, None)
     if from_env:
+        if creating:
+            _require_new_passphrase_length(from_env, f"${PASSPHRASE_ENV}")
         return from_env
     if not has_terminal():
-        raise VaultError(f"The file vault {path} needs a passphrase and there is no terminal to ask for it.",
-                         reason=PASSPHRASE_REQUIRED,
+        raise UsageError(f"The file vault {path} needs a passphrase and there is no terminal to ask for it.",
                          fix=f"Pass it with --passphrase-fd N or set {PASSPHRASE_ENV}.")
     if not creating:
         return getpass.getpass(f"Passphrase for the file vault {path}: ")
-    passphrase = getpass.getpass(f"New passphrase for the file vault {path}: ")
+    passphrase = _prompt_new_passphrase(path)
     if getpass.getpass("Repeat the passphrase: ") != passphrase:
         raise PassphraseMismatch("The two passphrases differ, so nothing was written.", fix="Run the command again.")
     return passphrase
+
+
+def _prompt_new_passphrase(path: Path) -> str:
+    for _ in range(NEW_PASSPHRASE_ATTEMPTS):
+        passphrase = getpass.getpass(f"New passphrase for the file vault {path}: ")
+        if _passphrase_chars(passphrase) >= MIN_PASSPHRASE_CHARS:
+            return passphrase
+        print(f"The passphrase is shorter than {MIN_PASSPHRASE_CHARS} characters; choose a longer one.",
+              file=sys.stderr)
+    raise VaultError(f"No passphrase of at least {MIN_PASSPHRASE_CHARS} characters was entered in "
+                     f"{NEW_PASSPHRASE_ATTEMPTS} attempts, so the file vault {path} was not created.",
+                     reason=WEAK_PASSPHRASE, fix="Run the command again; a few random words work well.")
+
+
+def _require_new_passphrase_length(passphrase: str, source: str) -> None:
+    if _passphrase_chars(passphrase) < MIN_PASSPHRASE_CHARS:
+        raise VaultError(f"The passphrase from {source} is shorter than the {MIN_PASSPHRASE_CHARS} characters a new "
+                         "file vault needs.", reason=WEAK_PASSPHRASE,
+                         fix="Choose a longer passphrase; a few random words work well.")
+
+
+def _passphrase_chars(passphrase: str) -> int:
+    # Counted the way the file store counts: after NFC normalization.
+    return len(unicodedata.normalize("NFC", passphrase))
+
+
+class MissingFileStore:
+    """An empty, read-only stand-in for a vault file that does not exist yet.
+
+    Reading touches nothing on disk, so a mistyped --vault-file leaves no file, lock file or folder.
+    """
+
+    kind = "file"
+
+    def __init__(self, path: Path):
+        self.path = Path(path).expanduser().absolute()
+        self.backend_name = f"file ({self.path}, not created yet)"
+
+    def load(self) -> Entries:
+        return {}
+
+    def update(self, change: Change) -> Entries:
+        # NOTE: `keyside run` opens the vault this way, so saving a key from its pages fails
+        # until the file exists.
+        raise VaultError(f"There is no vault file at {self.path}, and this command only reads the vault.",
+                         reason=VAULT_UNAVAILABLE,
+                         fix=f"Create it with `keyside secrets set NAME --vault file --vault-file {self.path}`, "
+                             "then run this command again.")
+
+
+class PassphraseSourceStore:
+    """A file store whose wrong-passphrase error names where the passphrase came from."""
+
+    kind = "file"
+
+    def __init__(self, store: Any, source: str, fix: str):
+        self._store = store
+        self._source = source
+        self._fix = fix
+        self.path = store.path
+        self.backend_name = store.backend_name
+
+    def load(self) -> Entries:
+        with self._naming_source():
+            return self._store.load()
+
+    def update(self, change: Change) -> Entries:
+        with self._naming_source():
+            return self._store.update(change)
+
+    @contextlib.contextmanager
+    def _naming_source(self) -> Iterator[None]:
+        try:
+            yield
+        except VaultError as error:
+            if error.reason != WRONG_PASSPHRASE:
+                raise
+            raise VaultError(f"{error.message} The passphrase came from {self._source}.", reason=WRONG_PASSPHRASE,
+                             fix=f"{self._fix} The file was not changed.") from None
 
 
 def read_line_from_fd(fd: int) -> str:
