@@ -123,3 +123,42 @@ def test_missing_url_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
 def test_net_without_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["net"]) == 2
     assert "check" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("nameserver", ["127.0.0.1", "[::1]", "dns.example:53"])
+def test_bad_nameserver_fix_names_dns_port(nameserver: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "http://x.test/", "--nameserver", nameserver)
+    assert code == 2
+    assert "IP:PORT" in err
+    assert '"127.0.0.1:53"' in err
+    assert "8080" not in err
+    assert "nas.local" not in err
+
+
+@pytest.mark.parametrize("url,host_port,reason", [
+    ("http://127.0.0.1:9/x", "127.0.0.1:9", "deny_loopback"),
+    ("http://10.0.0.5:8080/", "10.0.0.5:8080", "deny_private"),
+    ("http://[::1]:11434/", "[::1]:11434", "deny_loopback"),
+])
+def test_liftable_denial_fix_names_options(url: str, host_port: str, reason: str,
+                                           capsys: pytest.CaptureFixture[str], dial_spy: DialSpy) -> None:
+    code, out, _ = run(capsys, url)
+    assert code == 1
+    assert f"reason:  {reason}" in out
+    assert f"--allow-private {host_port}" in out
+    assert f'allow_private = ["{host_port}"] under [network]' in out
+    assert "allow_private_network = true" in out
+    assert dial_spy.attempts == []
+
+
+def test_liftable_denial_fix_in_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "http://127.0.0.1:9/", "--json")
+    assert code == 1
+    assert "--allow-private 127.0.0.1:9" in json.loads(out)["message"]
+
+
+def test_metadata_denial_offers_no_allowance(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "http://169.254.169.254/")
+    assert code == 1
+    assert "--allow-private" not in out
+    assert "never reachable" in out

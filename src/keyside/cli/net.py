@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 
@@ -17,7 +18,10 @@ from keyside.guard import (
     SystemResolver,
     describe_verdict,
 )
+from keyside.guard.policy import LIFTABLE_REASONS
 from keyside.redact import strip_url_queries
+
+NAMESERVER_FIX = 'Write the nameserver as IP:PORT, for example "127.0.0.1:53" or "[::1]:53".'
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,16 +53,42 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 def _check(args: argparse.Namespace) -> int:
     try:
         policy = GuardPolicy.from_strings(args.allow_private)
-        resolver = DnsResolver.from_strings(args.nameserver) if args.nameserver else SystemResolver()
+        resolver = _resolver(args.nameserver)
     except GuardDenied as error:
         print(f"keyside net check: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    result = asyncio.run(_run_check(policy, resolver, args.url))
+    result = _with_allowance_fix(asyncio.run(_run_check(policy, resolver, args.url)))
     if args.json:
         print(json.dumps(_as_json(result)))
     else:
         print(_as_text(result))
     return EXIT_OK if result.allowed else EXIT_FAILURE
+
+
+def _resolver(nameservers: list[str]) -> DnsResolver | SystemResolver:
+    if not nameservers:
+        return SystemResolver()
+    try:
+        return DnsResolver.from_strings(nameservers)
+    except GuardDenied as error:
+        # The guard's host:port parser suggests web server ports, but a nameserver is an IP
+        # address with the DNS port.
+        message = error.message if error.message.startswith("Nameserver") else f"Nameserver {error.message}"
+        raise GuardDenied(error.reason, message, fix=NAMESERVER_FIX) from None
+
+
+def _with_allowance_fix(result: CheckResult) -> CheckResult:
+    """Replace the guard's generic fix for a liftable denial with the options that lift it."""
+    if result.allowed or result.reason not in LIFTABLE_REASONS or result.host is None or result.port is None:
+        return result
+    host_port = f"[{result.host}]:{result.port}" if ":" in result.host else f"{result.host}:{result.port}"
+    # CheckResult.message is str(GuardDenied): the message, then " Fix: " and the guard's fix.
+    message = result.message.split(" Fix: ", 1)[0]
+    fix = (f"Only public addresses are reachable. If {host_port} is an intended local server, check it again "
+           f"with --allow-private {host_port}, and allow it in keyside.toml with allow_private = "
+           f"[\"{host_port}\"] under [network], or with allow_private_network = true in the [services.NAME] "
+           "table whose upstream it is.")
+    return dataclasses.replace(result, message=f"{message} Fix: {fix}")
 
 
 async def _run_check(policy: GuardPolicy, resolver: DnsResolver | SystemResolver, url: str) -> CheckResult:
