@@ -109,9 +109,54 @@ def test_select_services_fix_names_app(manifest: Manifest) -> None:
     assert f"--app {manifest.path.parent}" in (caught.value.fix or "")
 
 
+class FileVaultStandIn:
+    """A vault of kind `file` with no secrets, for the fixes that apply to a persistent vault."""
+
+    kind = "file"
+
+    def is_configured(self, name: str) -> bool:
+        return False
+
+
+@pytest.mark.parametrize(("requested", "reason"), [
+    pytest.param(["only"], "secret_not_configured", id="requested-service"),
+    pytest.param(None, "no_usable_service", id="default-services"),
+])
+def test_memory_vault_fix_says_it_starts_empty(tmp_path: Path, requested: list[str] | None, reason: str) -> None:
+    manifest = _one_keyed_service(tmp_path)
+    with pytest.raises(ExecError) as caught:
+        select_services(manifest, memory_vault(manifest), requested)
+    fix = caught.value.fix or ""
+    assert caught.value.reason == reason
+    assert "memory vault starts empty in every process" in fix
+    assert "--vault system" in fix
+    assert "--vault file" in fix
+    assert "keyside secrets set" in fix
+    assert "same --vault options" not in fix
+
+
+@pytest.mark.parametrize(("requested", "reason"), [
+    pytest.param(["only"], "secret_not_configured", id="requested-service"),
+    pytest.param(None, "no_usable_service", id="default-services"),
+])
+def test_persistent_vault_fix_repeats_options(tmp_path: Path, requested: list[str] | None, reason: str) -> None:
+    manifest = _one_keyed_service(tmp_path)
+    with pytest.raises(ExecError) as caught:
+        select_services(manifest, FileVaultStandIn(), requested)
+    fix = caught.value.fix or ""
+    assert caught.value.reason == reason
+    assert "(and the same --vault options)" in fix
+    assert "memory vault" not in fix
+
+
 def _manifest_from(tmp_path: Path, services: dict) -> Manifest:
     data = {"app": {"id": "t", "name": "T"}, "secrets": {"K": {"description": "k"}}, "services": services}
     return parse_manifest(tmp_path / "keyside.toml", data)
+
+
+def _one_keyed_service(tmp_path: Path) -> Manifest:
+    return _manifest_from(tmp_path, {"only": {"upstream": "https://api.example.com", "secret": "K",
+                                              "inject": {"bearer": True}}})
 
 
 def test_select_services_no_usable_service(tmp_path: Path) -> None:

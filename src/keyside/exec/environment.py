@@ -30,6 +30,10 @@ SERVICE_ROUTE = "/api/svc/"
 
 EXIT_FAILURE = 1
 
+# `keyside secrets set --vault memory` cannot help: its value is gone when that command exits.
+MEMORY_VAULT_FIX = ("A memory vault starts empty in every process, so it never has a key here: use --vault system "
+                    "(the default) or --vault file.")
+
 # Reasons for ExecError. Ruff's S105 takes names that contain "secret" for passwords, hence the
 # noqa marks.
 UNKNOWN_SERVICE = "unknown_service"
@@ -65,6 +69,10 @@ def service_env_name(service: str) -> str:
     return ENV_SERVICE_URL_PREFIX + service.upper().replace("-", "_")
 
 
+def _is_memory_vault(vault: SecretSource) -> bool:
+    return getattr(vault, "kind", None) == "memory"
+
+
 def _secrets_set_command(manifest: Manifest, secret: str) -> str:
     bundled = bundled_app_dir(manifest.app_id)
     app = manifest.app_id if bundled is not None and bundled == manifest.path.parent else str(manifest.path.parent)
@@ -96,12 +104,12 @@ def select_services(manifest: Manifest, vault: SecretSource,
     if missing:
         described = ", ".join(f"{spec.name} needs {spec.secret}" for spec in missing)
         commands = "; ".join(_secrets_set_command(manifest, spec.secret or "") for spec in missing)
-        raise ExecError(
-            f"Secret not configured: {described}.",
-            reason=SECRET_NOT_CONFIGURED,
-            fix=f"Store it with `{commands}` (and the same --vault options), "
-                "or leave the service out of --service.",
-        )
+        if _is_memory_vault(vault):
+            fix = f"{MEMORY_VAULT_FIX} Store it with `{commands}` and run keyside exec with the same --vault " \
+                  "option, or leave the service out of --service."
+        else:
+            fix = f"Store it with `{commands}` (and the same --vault options), or leave the service out of --service."
+        raise ExecError(f"Secret not configured: {described}.", reason=SECRET_NOT_CONFIGURED, fix=fix)
     _check_env_names(selected)
     return selected
 
@@ -120,10 +128,15 @@ def _default_services(manifest: Manifest, vault: SecretSource) -> list[ServiceSp
             raise ExecError(f"App {manifest.app_id!r} ({manifest.path}) declares no services.",
                             reason=NO_USABLE_SERVICE,
                             fix="Add a [services.NAME] table to the manifest.")
+        if _is_memory_vault(vault):
+            fix = f"{MEMORY_VAULT_FIX} Store a key with `{_secrets_set_command(manifest, secrets[0])}` and run " \
+                  "keyside exec with the same --vault option."
+        else:
+            fix = f"Store a key with `{_secrets_set_command(manifest, secrets[0])}` (and the same --vault options)."
         raise ExecError(
             f"No service of app {manifest.app_id!r} can be used: none of {', '.join(secrets)} is configured.",
             reason=NO_USABLE_SERVICE,
-            fix=f"Store a key with `{_secrets_set_command(manifest, secrets[0])}` (and the same --vault options).",
+            fix=fix,
         )
     _check_env_names(selected)
     return selected
