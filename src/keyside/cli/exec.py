@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("No command given.", fix="Put the command after `--`: keyside exec -- python script.py")
         services = _service_names(args.services)
         manifest = load_app(args)
-        vault = open_vault_from_args(args, manifest)
+        vault = open_vault_from_args(args, manifest, read_only=True)
         return run_exec(manifest, vault, command, services=services)
     except UsageError as error:
         print(f"keyside exec: error: {error}", file=sys.stderr)

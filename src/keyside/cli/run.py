@@ -38,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mode.add_argument("--browser", action="store_true",
                       help="open the pages in the system browser instead of native windows")
     mode.add_argument("--headless", action="store_true",
-                      help="open no pages: run only the sidecar and print its URL")
+                      help="open no pages: run only the sidecar and print its URL; its session token is never "
+                           "printed (see keyside exec)")
     add_vault_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
                              fix="Pass the app either as APP or with --app.")
         args.app = args.app_path
     manifest = load_app(args)
-    vault = open_vault_from_args(args, manifest)
+    vault = open_vault_from_args(args, manifest, read_only=True)
     vault.load()
 
     if args.headless:

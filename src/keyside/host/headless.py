@@ -17,6 +17,12 @@ from keyside.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
+# Printed after the URL, because every request needs the session token, which is never printed.
+HEADLESS_PURPOSE = (
+    "keyside: requests need the session token, which is never printed, so a request sent by hand gets token_missing.\n"
+    "keyside: to call a service, embed the host in Python (docs/python-api.md) or run "
+    "`keyside exec -- COMMAND`, which gives COMMAND its own URL and token."
+)
 EXIT_OK = 0
 EXIT_FAILURE = 1
 # How often the wait loop checks for a sidecar that has failed for good.
@@ -42,6 +48,7 @@ def run_headless(manifest: Manifest, vault: Any, *, out: TextIO | None = None, *
     try:
         host.start()
         print(f"keyside: {manifest.name} sidecar listening on {host.sidecar_url}", file=out, flush=True)
+        print(HEADLESS_PURPOSE, file=out, flush=True)
         print("keyside: press Ctrl-C to stop", file=out, flush=True)
         while not stop_requested.wait(STATE_POLL_S):
             state = host.sidecar_state
