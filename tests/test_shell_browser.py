@@ -130,6 +130,61 @@ def test_code_works_once(browser: Browser) -> None:
     assert second.header("Set-Cookie") is None
 
 
+def test_used_link_page_is_styled_html(browser: Browser) -> None:
+    code = browser.code()
+    browser.start(code)
+
+    response = browser.start(code)
+    body = response.body.decode()
+
+    assert response.status == 403
+    assert response.header("Content-Type") == "text/html; charset=utf-8"
+    assert "<h1>This keyside link was already used</h1>" in body
+    assert '<link rel="stylesheet" href="/keyside/keyside.css">' in body
+    assert "<code>keyside run</code>" in body
+    assert "another tab" in body
+    assert "<script" not in body
+    assert "style=" not in body
+    assert "<style" not in body
+    assert code not in body
+    assert "script-src 'self'" in response.header("Content-Security-Policy")
+
+
+def test_expired_link_page_says_expired(browser: Browser) -> None:
+    code = browser.code()
+    browser.clock.now += 301
+
+    body = browser.start(code).body.decode()
+
+    assert "<h1>This keyside link has expired</h1>" in body
+    assert "Reason: code_expired" in body
+
+
+@pytest.mark.parametrize(("path", "content_type"), [
+    ("/keyside/keyside.css", "text/css; charset=utf-8"),
+    ("/keyside/favicon.svg", "image/svg+xml"),
+])
+def test_public_assets_need_no_session(browser: Browser, path: str, content_type: str) -> None:
+    response = rawhttp.request(browser.site().port, "GET", path, [])
+
+    assert response.status == 200
+    assert response.header("Content-Type") == content_type
+    assert response.header("Set-Cookie") is None
+
+
+def test_favicon_ico_needs_no_session(browser: Browser) -> None:
+    response = rawhttp.request(browser.site().port, "GET", "/favicon.ico", [])
+
+    assert response.status == 204
+    assert response.body == b""
+
+
+def test_bridge_still_needs_session(browser: Browser) -> None:
+    response = rawhttp.request(browser.site().port, "GET", "/keyside/bridge.js", [])
+
+    assert response.status == 403
+
+
 def test_code_expires(browser: Browser) -> None:
     code = browser.code()
     browser.clock.now += 301

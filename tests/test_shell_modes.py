@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import subprocess
 import sys
@@ -15,7 +16,16 @@ from keyside.host import ArgSpec, CommandRegistry, command
 from keyside.manifest import load_manifest, parse_manifest
 from keyside.shell import checks as shell_checks
 from keyside.shell.display import Finding, display_finding, missing_qt_libraries, system_browser
-from keyside.shell.runner import choose_mode, main_window_label, shell_commands
+from keyside.shell.runner import (
+    OPENED_IN_BROWSER,
+    OPENED_IN_TERMINAL,
+    OPENED_IN_WINDOW,
+    AppShell,
+    choose_mode,
+    main_window_label,
+    shell_commands,
+)
+from keyside.vault import MemoryStore, Vault
 from test_shell_pages import make_app
 
 DISPLAY_CASES = [
@@ -130,16 +140,48 @@ def test_shell_commands_add_open_window() -> None:
         return "pong"
 
     opened: list[str] = []
-    registry = shell_commands(opened.append, app_commands)
+
+    def print_link(label: str) -> str:
+        opened.append(label)
+        return OPENED_IN_TERMINAL
+
+    registry = shell_commands(print_link, app_commands)
     open_window = registry.get("open_window")
     result = open_window.handler(object(), label="settings")
 
     assert registry.get("ping") is app_commands.get("ping")
     assert open_window.capability is None
     assert open_window.args["label"] == ArgSpec(str, max_length=32)
-    assert result == {"label": "settings"}
+    assert result == {"label": "settings", "opened_in": "terminal"}
     assert opened == ["settings"]
     assert "open_window" not in app_commands
+
+
+@pytest.mark.parametrize(("browser_started", "expected"), [
+    pytest.param(True, OPENED_IN_BROWSER, id="browser-opened"),
+    pytest.param(False, OPENED_IN_TERMINAL, id="link-printed"),
+])
+def test_browser_open_window_reports_where(tmp_path: Path, browser_started: bool, expected: str) -> None:
+    manifest = load_manifest(make_app(tmp_path))
+    urls: list[str] = []
+
+    def opener(url: str) -> bool:
+        urls.append(url)
+        return browser_started
+
+    out = io.StringIO()
+    shell = AppShell(manifest, Vault(manifest, MemoryStore()), mode="browser", out=out, url_opener=opener)
+    shell.pages.start()
+    try:
+        opened_in = shell.open_window("settings")
+    finally:
+        shell.pages.stop()
+        assert shell.gate is not None
+        shell.gate.close()
+
+    assert opened_in == expected
+    assert len(urls) == 1
+    assert (urls[0] in out.getvalue()) is (not browser_started)
 
 
 def test_shell_commands_keep_app_open_window() -> None:
@@ -149,7 +191,7 @@ def test_shell_commands_keep_app_open_window() -> None:
     def app_open_window(ctx: object, label: str) -> str:
         return label
 
-    registry = shell_commands(lambda label: None, app_commands)
+    registry = shell_commands(lambda label: OPENED_IN_WINDOW, app_commands)
 
     assert registry.get("open_window") is app_commands.get("open_window")
 

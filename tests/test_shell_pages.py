@@ -113,6 +113,33 @@ def test_wrong_host_rejected(server: PageServer, case: dict) -> None:
         assert json.loads(response.body)["error"]["reason"] == "host_not_allowed"
 
 
+def test_favicon_ico_answers_no_content(server: PageServer) -> None:
+    response = rawhttp.request(main_port(server), "GET", "/favicon.ico")
+
+    assert response.status == 204
+    assert response.body == b""
+    assert response.header("Content-Security-Policy") is not None
+
+
+def test_app_favicon_ico_is_served(server: PageServer) -> None:
+    icon = b"\x00\x00\x01\x00 app icon"
+    (server.manifest.pages_dir / "favicon.ico").write_bytes(icon)
+
+    response = rawhttp.request(main_port(server), "GET", "/favicon.ico")
+
+    assert response.status == 200
+    assert response.body == icon
+    assert response.header("Content-Type") == "image/x-icon"
+
+
+def test_keyside_favicon_svg_served(server: PageServer) -> None:
+    response = rawhttp.request(main_port(server), "GET", "/keyside/favicon.svg")
+
+    assert response.status == 200
+    assert response.header("Content-Type") == "image/svg+xml"
+    assert response.body.startswith(b"<svg ")
+
+
 def test_headers_on_every_response(server: PageServer) -> None:
     port = main_port(server)
     responses = {

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import html
 import json
 import logging
 import secrets
@@ -34,7 +35,7 @@ from aiohttp import web
 
 from keyside.errors import KeysideError
 from keyside.shell.calls import MAX_CALL_BYTES, MAX_CONCURRENT_CALLS, Invoke, run_call
-from keyside.shell.pages import SITE_KEY, WindowSite
+from keyside.shell.pages import ASSET_PREFIX, PUBLIC_ASSET_PATHS, SITE_KEY, WindowSite
 from keyside.shell.rejections import RejectionLog
 
 logger = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ class BrowserGate:
 
     def check_access(self, request: web.Request, site: WindowSite) -> web.Response | None:
         """Return a 403 response unless the request has this window's session cookie."""
-        if request.path == START_PATH or self.has_session(request, site):
+        if request.path == START_PATH or request.path in PUBLIC_ASSET_PATHS or self.has_session(request, site):
             return None
         self._page_rejections.warn("session_required", site.label, f"path={request.path}")
         return web.Response(
@@ -161,8 +162,8 @@ class BrowserGate:
                 # A reopened or reloaded start link in a browser that already has a session.
                 return web.Response(status=303, headers={"Location": f"/{site.page}"})
             self._start_rejections.warn(error.reason, site.label)
-            return web.Response(status=403, content_type="text/plain",
-                                text=f"keyside: {error} (reason: {error.reason})\n")
+            return web.Response(status=403, content_type="text/html", charset="utf-8",
+                                text=link_error_page(error))
         logger.info("browser session started window=%s", site.label)
         response = web.Response(status=303, headers={"Location": f"/{site.page}"})
         response.set_cookie(cookie_name(site), session, path="/", httponly=True, samesite="Strict")
@@ -212,6 +213,45 @@ class BrowserGate:
     def _reject(self, site: WindowSite, status: int, reason: str, message: str) -> web.Response:
         self._rejections.warn(reason, site.label)
         return web.json_response({"ok": False, "error": {"reason": reason, "message": message}}, status=status)
+
+
+def link_error_page(error: KeysideError) -> str:
+    """Return the HTML page for a start link that is invalid, used or expired.
+
+    The page has no inline script or style, because the page server's CSP allows neither. Its
+    stylesheet and icon are public assets, loaded without a session.
+    """
+    if error.reason == "code_expired":
+        title = "This keyside link has expired"
+        explanation = "Each link that keyside prints or opens works for a few minutes, and this one is too old."
+    else:
+        title = "This keyside link was already used"
+        explanation = ("Each link that keyside prints or opens works once, so that nobody else can open the app "
+                "with a copy of it. This one was already used, or it belongs to another window.")
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>{html.escape(title)}</title>
+  <link rel="stylesheet" href="{ASSET_PREFIX}keyside.css">
+  <link rel="icon" href="{ASSET_PREFIX}favicon.svg" type="image/svg+xml">
+</head>
+<body>
+  <main class="keyside-notice">
+    <h1>{html.escape(title)}</h1>
+    <p>{html.escape(explanation)}</p>
+    <p>To continue:</p>
+    <ul>
+      <li>If the app is already open in another tab of this browser, switch to that tab.</li>
+      <li>Otherwise stop keyside with Ctrl-C in its terminal and start <code>keyside run</code> again.
+        It opens a new link, or prints one to open.</li>
+    </ul>
+    <p class="reason">Reason: {html.escape(error.reason)}</p>
+  </main>
+</body>
+</html>
+"""
 
 
 def cookie_name(site: WindowSite) -> str:

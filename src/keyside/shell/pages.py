@@ -66,6 +66,15 @@ CONTENT_TYPES = {
     ".txt": "text/plain; charset=utf-8",
 }
 
+# keyside's own files under ASSET_PREFIX. The transport module is chosen per mode in asset_file.
+STATIC_ASSETS = ("bridge.js", "favicon.svg", "keyside.css")
+# Files a browser may load without a browser-mode session: the icon and the stylesheet of the
+# pages keyside itself serves (such as the page for a used link), which hold nothing private.
+PUBLIC_ASSET_PATHS = frozenset({f"{ASSET_PREFIX}favicon.svg", f"{ASSET_PREFIX}keyside.css", "/favicon.ico"})
+# Browsers request /favicon.ico on their own when a page names no icon. Without such a file in
+# the pages folder the request gets 204 instead of a 404 in the console.
+DEFAULT_FAVICON_PATH = "/favicon.ico"
+
 # The shell's modes. Desktop windows call the host over the Qt web channel; browser tabs call the
 # IPC endpoint. The page server serves the matching transport module as /keyside/transport.js.
 MODES = ("desktop", "browser")
@@ -184,8 +193,8 @@ def resolve_page_file(pages_dir: Path, request_path: str) -> Path | None:
 
 def asset_file(name: str, mode: str) -> Path | None:
     """Return the file behind `/keyside/<name>` in `mode`, or None for an unknown asset."""
-    if name == "bridge.js":
-        file_name = "bridge.js"
+    if name in STATIC_ASSETS:
+        file_name = name
     elif name == "transport.js":
         file_name = f"transport-{mode}.js"
     else:
@@ -352,6 +361,8 @@ class PageServer:
             target = asset_file(path[len(ASSET_PREFIX):], self.mode)
         else:
             target = resolve_page_file(self.manifest.pages_dir, path)
+        if target is None and path == DEFAULT_FAVICON_PATH:
+            return web.Response(status=204)
         if target is None:
             return error_response(404, "not_found", "No such page.")
 

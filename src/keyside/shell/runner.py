@@ -38,6 +38,12 @@ STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal
 # (url) -> True when a browser was started for it
 UrlOpener = Callable[[str], bool]
 
+# Values of `opened_in`, which `open_window` returns to the calling page: a native window, a
+# browser tab, or a one-time link printed on keyside's stdout for the user to open.
+OPENED_IN_WINDOW = "window"
+OPENED_IN_BROWSER = "browser"
+OPENED_IN_TERMINAL = "terminal"
+
 
 def choose_mode(requested: str, finding: Finding | None = None) -> tuple[str, Finding | None]:
     """Return (mode, why desktop is unavailable) for a requested mode of MODES.
@@ -65,14 +71,17 @@ def main_window_label(manifest: Manifest) -> str:
     return next(iter(manifest.windows))
 
 
-def shell_commands(open_window: Callable[[str], None], app_commands: CommandRegistry = APP_COMMANDS
+def shell_commands(open_window: Callable[[str], str], app_commands: CommandRegistry = APP_COMMANDS
                    ) -> CommandRegistry:
-    """Return the app's commands plus `open_window`, which any window may call."""
+    """Return the app's commands plus `open_window`, which any window may call.
+
+    `open_window(label)` returns one of the OPENED_IN_* values, and the command returns it as
+    `opened_in`, so a page can tell the user to open a link that went to the terminal.
+    """
     registry = CommandRegistry({name: command for name in app_commands if (command := app_commands.get(name))})
 
     def handle_open_window(ctx: CallContext, label: str) -> dict[str, str]:
-        open_window(label)
-        return {"label": label}
+        return {"label": label, "opened_in": open_window(label)}
 
     if "open_window" in registry:
         logger.info("the app defines its own open_window command; the shell's is not added")
@@ -154,15 +163,19 @@ class AppShell:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
-    def open_window(self, label: str) -> None:
-        """Open (or show) window `label`: a native window, or a browser tab with a new code."""
+    def open_window(self, label: str) -> str:
+        """Open (or show) window `label`: a native window, or a browser tab with a new code.
+
+        Return where it went: OPENED_IN_WINDOW, OPENED_IN_BROWSER, or OPENED_IN_TERMINAL when no
+        browser could be started and the link was printed on stdout instead.
+        """
         if not LABEL_PATTERN.match(label) or label not in self.manifest.windows:
             raise KeysideError(f"Window {label!r} is not declared by this app.", reason="unknown_window",
                                fix=f"Use one of: {', '.join(sorted(self.manifest.windows))}.")
         if self._desktop is not None:
             self._desktop.open_window(label)
-            return
-        self._open_in_browser(label)
+            return OPENED_IN_WINDOW
+        return self._open_in_browser(label)
 
     def stop(self) -> None:
         """Ask run() to return; safe from any thread."""
@@ -191,7 +204,7 @@ class AppShell:
             pass
         logger.info("stop requested app=%s", self.manifest.app_id)
 
-    def _open_in_browser(self, label: str) -> None:
+    def _open_in_browser(self, label: str) -> str:
         assert self.gate is not None
         site = self.pages.site(label)
         url = self.gate.start_url(site)
@@ -200,6 +213,7 @@ class AppShell:
         if self.url_opener(url):
             logger.info("browser opened window=%s origin=%s", label, site.origin)
             print(f"keyside: opened {title} in the browser", file=self.out, flush=True)
-            return
+            return OPENED_IN_BROWSER
         print(f"keyside: open this link in a browser for {title} (it works once):\n  {url}",
               file=self.out, flush=True)
+        return OPENED_IN_TERMINAL
