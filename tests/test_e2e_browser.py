@@ -223,6 +223,85 @@ async def test_link_printed_without_browser(tmp_path: Path, providers: FakeProvi
     assert status == 0
 
 
+START_LINK = r"http://127\.0\.0\.1:\d+/keyside/start\?code=[\w-]+"
+
+
+async def printed_link(run: KeysideRun, number: int) -> str:
+    """Return the `number`-th (from 1) start link keyside printed on stdout, waiting for it."""
+    await run.wait_for_output(rf"(?s)(?:{START_LINK}.*){{{number}}}", stream="stdout")
+    return re.findall(START_LINK, run.stdout)[number - 1]
+
+
+async def test_printed_links_in_chromium(tmp_path: Path, providers: FakeProviders, chromium: Any) -> None:
+    run = await KeysideRun(tmp_path, "--browser", record_urls=False).start()
+    context = await chromium.new_context()
+    observed = Observed(context)
+    console: list[tuple[str, str]] = []
+
+    def record_problem(message: Any) -> None:
+        if message.type in ("error", "warning"):
+            console.append((message.text, message.location.get("url", "")))
+
+    context.on("console", record_problem)
+    stranger = await chromium.new_context()
+    try:
+        main_url = await printed_link(run, 1)
+        main = await context.new_page()
+        await main.goto(main_url)
+        await wait_for_panel(PlaywrightUiPage(main), "panel-quotes", "missing")
+
+        # Memory vault: the footer states that saved keys last until keyside exits.
+        vault_note = main.locator('[data-role="vault-note"]')
+        await vault_note.filter(has_text="memory").wait_for()
+        assert await vault_note.text_content() == ("API keys are kept in memory only until keyside exits: "
+                                                   "saved keys are lost when you quit.")
+
+        # No browser to start, so Settings prints a new link and the page shows where it is.
+        await main.locator('[data-role="open-settings"]').click()
+        notice = main.locator('[data-role="notice"]')
+        await notice.wait_for(state="visible")
+        assert await notice.text_content() == "Open the link keyside printed in the terminal to open Settings."
+        settings_url = await printed_link(run, 2)
+        settings_code = settings_url.rsplit("=", 1)[1]
+        assert settings_code not in await main.content()
+        await main.screenshot(path=str(ARTIFACTS / "browser-link-printed-notice.png"), full_page=True)
+
+        settings = await context.new_page()
+        await settings.goto(settings_url)
+        await settings.locator("article.secret-card").first.wait_for()
+        intro = await settings.locator('[data-role="vault-note"]').text_content()
+        assert "lost when you quit" in intro
+
+        # The used link opened in a browser without the session shows a styled page.
+        used = await stranger.new_page()
+        response = await used.goto(settings_url)
+        assert response.status == 403
+        assert await used.locator("h1").text_content() == "This keyside link was already used"
+        assert "keyside run" in await used.locator("main").text_content()
+        font = await used.evaluate("getComputedStyle(document.body).fontFamily")
+        assert "monospace" not in font
+        assert settings_code not in await used.content()
+        await used.screenshot(path=str(ARTIFACTS / "browser-link-used.png"), full_page=True)
+
+        # The page servers returned no error status, the icon included. Only the sidecar's
+        # responses fail here (no keys, no local model server), and the console names nothing else.
+        page_hosts = {urlsplit(main_url).netloc, urlsplit(settings_url).netloc}
+        failed = [response.url for response in observed.responses
+                  if response.status >= 400 and urlsplit(response.url).netloc in page_hosts]
+        assert failed == []
+        icons = {urlsplit(response.url).path for response in observed.responses if "icon" in response.url}
+        assert icons == {"/keyside/favicon.svg"}
+        unexpected = [(text, where) for text, where in console if urlsplit(where).netloc in page_hosts]
+        assert unexpected == []
+    finally:
+        await stranger.close()
+        await context.close()
+        status = await run.stop()
+
+    assert settings_code not in run.stderr
+    assert status == 0
+
+
 # The bridge's own request to the sidecar, as a page makes it; resolves with the status it got.
 FETCH_QUOTE = """() => import("/keyside/bridge.js")
   .then((bridge) => bridge.api.fetch("finnhub", "/api/v1/quote?symbol=AAPL"))

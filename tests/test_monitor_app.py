@@ -35,6 +35,7 @@ from aiohttp import web
 from conftest import need
 from e2e.session import KeysideRun
 from keyside.manifest import Manifest, bundled_app_dir, load_manifest
+from keyside.shell.pages import asset_file
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data"
@@ -918,6 +919,10 @@ class StubHost:
     ui_overrides: dict[str, Any] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (service, path with query)
     commands: list[dict[str, Any]] = field(default_factory=list)
+    # runtime_info's vault field, and open_window's result when set (else unknown_command).
+    vault: dict[str, Any] = field(default_factory=lambda: {"kind": "system", "display_name": "system keyring",
+                                                           "file_name": None})
+    open_window_result: dict[str, Any] | None = None
 
     def run_command(self, command: str, args: dict[str, Any]) -> Any:
         self.commands.append({"command": command, "args": args})
@@ -930,7 +935,13 @@ class StubHost:
                             for label, spec in self.manifest.windows.items()],
             }
         if command == "runtime_info":
-            return {"os": "Linux", "python": "3.11", "keyside": "0.1.0", "sidecar": {"state": "ready", "reason": None}}
+            return {"os": "Linux", "python": "3.11", "keyside": "0.1.0", "vault": self.vault,
+                    "sidecar": {"state": "ready", "reason": None}}
+        if command == "open_window" and self.open_window_result is not None:
+            return self.open_window_result
+        if command == "set_secret":
+            self.secrets[args["name"]] = args["value"]
+            return {"name": args["name"], "configured": True, "sidecar": "updated"}
         if command == "list_secrets":
             return [{"name": name, "description": spec.description, "configured": name in self.secrets,
                      "last_validation": None} for name, spec in self.manifest.secrets.items()]
@@ -989,8 +1000,12 @@ async def serve(host: StubHost, pages: Path) -> tuple[web.AppRunner, str]:
     async def bridge(_: web.Request) -> web.Response:
         return web.Response(text=STUB_BRIDGE_JS, content_type="text/javascript")
 
+    async def favicon(_: web.Request) -> web.Response:
+        return web.Response(body=asset_file("favicon.svg", "browser").read_bytes(), content_type="image/svg+xml")
+
     app = web.Application(middlewares=[security_headers])
     app.router.add_get("/keyside/bridge.js", bridge)
+    app.router.add_get("/keyside/favicon.svg", favicon)
     app.router.add_post("/stub/ipc", host.ipc)
     app.router.add_route("*", "/stub/svc/{service}/{tail:.*}", host.service)
     app.router.add_get("/stub/feed", host.feed)
@@ -1025,6 +1040,69 @@ async def test_open_settings_without_window_command(site: Site, pages: Pages) ->
     await notice.wait_for(state="visible")
     assert "settings window" in await notice.text_content()
     assert {"command": "open_window", "args": {"label": "settings"}} in site.host.commands
+
+
+@shared_loop
+async def test_open_settings_link_in_terminal(site: Site, pages: Pages) -> None:
+    site.host.open_window_result = {"label": "settings", "opened_in": "terminal"}
+    try:
+        page = await pages.open(f"{site.base}/index.html")
+        await page.locator('[data-role="open-settings"]').click()
+        notice = page.locator('[data-role="notice"]')
+        await notice.wait_for(state="visible")
+        assert await notice.text_content() == "Open the link keyside printed in the terminal to open Settings."
+    finally:
+        site.host.open_window_result = None
+
+
+VAULT_TEXT_CASES = [
+    pytest.param({"kind": "system", "display_name": "system keyring", "file_name": None},
+                 "API keys stay in the system keyring.",
+                 "Keys are saved in the system keyring and never shown again, not even masked.", id="system"),
+    pytest.param({"kind": "file", "display_name": "encrypted file monitor.vault", "file_name": "monitor.vault"},
+                 "API keys stay in the encrypted file monitor.vault.",
+                 "Keys are saved in the encrypted file monitor.vault and never shown again, not even masked.",
+                 id="file"),
+    pytest.param({"kind": "memory", "display_name": "memory", "file_name": None},
+                 "API keys are kept in memory only until keyside exits: saved keys are lost when you quit.",
+                 "API keys are kept in memory only until keyside exits: saved keys are lost when you quit. "
+                 "They are never shown again, not even masked.", id="memory"),
+    pytest.param(None, "", "Saved keys are never shown again, not even masked.", id="unknown"),
+]
+
+
+@shared_loop
+@pytest.mark.parametrize(("vault", "footer", "intro"), VAULT_TEXT_CASES)
+async def test_pages_name_the_vault(site: Site, pages: Pages, vault: Any, footer: str, intro: str) -> None:
+    site.host.vault = vault
+    dashboard = await pages.open(f"{site.base}/index.html")
+    await dashboard.wait_for_function(
+        "(expected) => document.querySelector('[data-role=vault-note]').textContent === expected", arg=footer)
+    assert "keyring" not in (await dashboard.locator(".app-footer").text_content()).replace(footer, "")
+
+    settings = await pages.open(f"{site.base}/settings.html")
+    await settings.locator("article.secret-card").first.wait_for()
+    assert await settings.locator('[data-role="vault-note"]').text_content() == intro
+    await assert_clean(dashboard)
+    await assert_clean(settings)
+
+
+@shared_loop
+async def test_settings_memory_vault_save(site: Site, pages: Pages) -> None:
+    site.host.vault = {"kind": "memory", "display_name": "memory", "file_name": None}
+    page = await pages.open(f"{site.base}/settings.html")
+    card = page.locator('article[data-secret="FRED_API_KEY"]')
+    await card.wait_for()
+    await card.locator("input").fill("memory-only-fred-key")
+    message = await card_action(page, "FRED_API_KEY", "Save", "Saved")
+
+    assert await message.text_content() == ("Saved for this session only: the key is lost when keyside exits. "
+                                            "The dashboard uses it from now on.")
+    assert site.host.secrets["FRED_API_KEY"] == "memory-only-fred-key"
+    about = await page.locator('[data-role="runtime"]').text_content()
+    assert "Vaultmemory" in about
+    await page.screenshot(path=screenshot_path("monitor-settings-memory-vault.png"), full_page=True)
+    await assert_clean(page)
 
 
 @shared_loop

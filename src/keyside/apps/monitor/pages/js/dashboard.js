@@ -12,6 +12,7 @@ import { Panel } from "./panel.js";
 import { loadQuotes } from "./quotes.js";
 import { loadSeries, seriesIds } from "./series.js";
 import { showSidecarState } from "./sidecar-state.js";
+import { footerVaultSentence } from "./vault.js";
 import { openSettings } from "./windows.js";
 
 const QUOTES_SERVICE = "finnhub";
@@ -72,6 +73,10 @@ async function main() {
   const config = readAppConfig(await invoke("app_config", {}));
   document.title = config.appName;
   role(document, "app-name").textContent = config.appName;
+  // Without runtime_info the footer names no vault rather than a wrong one.
+  invoke("runtime_info", {})
+    .then((info) => { role(document, "vault-note").textContent = footerVaultSentence(info?.vault); })
+    .catch(() => {});
 
   const settingsButton = role(document, "open-settings");
   const openSettingsWindow = () => openSettings(config.windows, role(document, "notice"));

@@ -9,6 +9,7 @@ import { readAppConfig } from "./app-config.js";
 import { el, formatAge, role } from "./dom.js";
 import { externalLink } from "./links.js";
 import { showSidecarState } from "./sidecar-state.js";
+import { savedMessage, settingsVaultSentence } from "./vault.js";
 
 // Host limit on a secret value, so the field stops where the host would reject the value.
 const MAX_SECRET_CHARS = 8192;
@@ -22,8 +23,9 @@ const VALIDATION_TEXT = {
 };
 
 class SecretCard {
-  constructor(secret, { services, keyPage, onChanged }) {
+  constructor(secret, { services, keyPage, vault, onChanged }) {
     this.name = secret.name;
+    this.vault = vault;
     this.onChanged = onChanged;
     this.confirmTimer = null;
     const id = `secret-${secret.name}`;
@@ -136,7 +138,7 @@ class SecretCard {
     return this.run(async () => {
       await invoke("set_secret", { name: this.name, value: typed });
       this.input.value = "";
-      this.say("Saved. The dashboard uses the new key from now on.", "ok");
+      this.say(savedMessage(this.vault), "ok");
     });
   }
 
@@ -145,7 +147,7 @@ class SecretCard {
     // An inline confirmation, because browsers under test and some webviews hide dialogs.
     if (!this.confirmTimer) {
       this.deleteButton.textContent = "Confirm delete";
-      this.say(`Press "Confirm delete" to remove ${this.name} from the keyring.`);
+      this.say(`Press "Confirm delete" to remove the saved ${this.name}.`);
       this.confirmTimer = setTimeout(() => this.disarmDelete(), DELETE_CONFIRM_MS);
       return;
     }
@@ -194,7 +196,7 @@ function parseTime(at) {
 
 function renderRuntime(node, info) {
   const rows = [
-    ["keyside", info?.keyside], ["Python", info?.python], ["System", info?.os],
+    ["keyside", info?.keyside], ["Python", info?.python], ["System", info?.os], ["Vault", info?.vault?.display_name],
   ].filter(([, value]) => typeof value === "string" && value);
   node.replaceChildren(...rows.flatMap(([label, value]) => [el("dt", { text: label }), el("dd", { text: value })]));
 }
@@ -213,6 +215,13 @@ async function main() {
   const keyPages = typeof config.ui.key_pages === "object" && config.ui.key_pages ? config.ui.key_pages : {};
   const list = role(document, "secret-list");
   const cards = new Map();
+  // The vault decides what the page says about where keys go. Without runtime_info the page
+  // names no vault rather than a wrong one.
+  const info = await invoke("runtime_info", {}).catch(() => null);
+  role(document, "vault-note").textContent = settingsVaultSentence(info?.vault);
+  if (info) {
+    renderRuntime(role(document, "runtime"), info);
+  }
 
   const refresh = async () => {
     const secrets = await invoke("list_secrets", {});
@@ -225,7 +234,7 @@ async function main() {
       const keyPage = typeof keyPages[secret.name] === "string" && /^https?:\/\//.test(keyPages[secret.name])
         ? keyPages[secret.name] : null;
       const created = new SecretCard(secret, {
-        services: usedBy.get(secret.name) || [], keyPage, onChanged: () => refresh().catch(showError),
+        services: usedBy.get(secret.name) || [], keyPage, vault: info?.vault, onChanged: () => refresh().catch(showError),
       });
       cards.set(secret.name, created);
       list.append(created.root);
@@ -238,7 +247,6 @@ async function main() {
   await refresh();
 
   await showSidecarState(role(document, "sidecar-state"), onSidecarState);
-  invoke("runtime_info", {}).then((info) => renderRuntime(role(document, "runtime"), info)).catch(() => {});
 }
 
 function showError(error) {

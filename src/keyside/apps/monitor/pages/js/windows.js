@@ -2,15 +2,24 @@
 
 import { invoke } from "/keyside/bridge.js";
 
+// Shown when browser mode found no browser to start and printed the one-time link on
+// keyside's stdout instead. The link itself never goes into a page.
+const LINK_IN_TERMINAL_TEXT = "Open the link keyside printed in the terminal to open Settings.";
+
 /**
- * Ask the host to open (or focus) the settings window. A host without an open_window command
- * gets a fallback: the settings page's own URL when app_config lists one, else a message in
- * `notice` that shows the user where the settings are. (Browser mode serves each window on its own
- * origin, so the settings page has a URL of its own.) `windows` is the Map from readAppConfig.
+ * Ask the host to open (or focus) the settings window. When the host printed a link in the
+ * terminal instead of opening a window (opened_in "terminal"), `notice` tells the user to open it.
+ * A host without an open_window command gets a fallback: the settings page's own URL when
+ * app_config lists one, else a message in `notice` that shows the user where the settings are.
+ * (Browser mode serves each window on its own origin, so the settings page has a URL of its
+ * own.) `windows` is the Map from readAppConfig.
  */
 export async function openSettings(windows, notice) {
   try {
-    await invoke("open_window", { label: "settings" });
+    const result = await invoke("open_window", { label: "settings" });
+    if (result?.opened_in === "terminal") {
+      showNotice(notice, LINK_IN_TERMINAL_TEXT);
+    }
     return;
   } catch (error) {
     if (error?.reason !== "unknown_command") {
