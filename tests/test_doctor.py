@@ -166,6 +166,19 @@ def test_file_vault_missing_file(app_dir, tmp_path, run_doctor):
     assert "does not exist yet" in checks["vault backend"]["detail"]
 
 
+@pytest.mark.parametrize("with_passphrase", [False, True], ids=["no-passphrase", "passphrase-in-environment"])
+def test_file_vault_missing_creates_nothing(app_dir, tmp_path, run_doctor, monkeypatch, with_passphrase):
+    missing = tmp_path / "typo-folder" / "none.enc"
+    if with_passphrase:
+        monkeypatch.setenv(PASSPHRASE_ENV, PASSPHRASE)
+    code, checks = run_doctor("--app", str(app_dir), "--vault", "file", "--vault-file", str(missing))
+    assert code == 0
+    assert "does not exist yet" in checks["vault backend"]["detail"]
+    assert not missing.exists()
+    assert not missing.with_name(missing.name + ".lock").exists()
+    assert not missing.parent.exists()
+
+
 def test_file_vault_corrupt(app_dir, vault_file, run_doctor):
     vault_file.write_text("not a vault")
     code, checks = run_doctor("--app", str(app_dir), "--vault", "file", "--vault-file", str(vault_file))
