@@ -215,7 +215,7 @@ async function main() {
   const keyPages = typeof config.ui.key_pages === "object" && config.ui.key_pages ? config.ui.key_pages : {};
   const list = role(document, "secret-list");
   const cards = new Map();
-  // The vault decides what the page says about where keys go. Without runtime_info the page
+  // The text about where keys are stored depends on the vault. Without runtime_info the page
   // names no vault rather than a wrong one.
   const info = await invoke("runtime_info", {}).catch(() => null);
   role(document, "vault-note").textContent = settingsVaultSentence(info?.vault);
