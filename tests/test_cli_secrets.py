@@ -32,6 +32,7 @@ from keyside.cli.common import (
 )
 from keyside.manifest import load_manifest
 from keyside.vault import FileStore, Vault
+from keyside.vault.binding import BINDINGS_KEY
 from keyside.vault.file_store import MIN_SCRYPT_N
 from test_vault_keyring import secret_service_running, secret_tool_entries, secret_tool_lookup, write_test_app
 
@@ -99,7 +100,9 @@ def test_system_set_list_delete(app_dir, keyside):
     assert stored.returncode == 0, stored.stderr
     assert "Stored ALPHA_KEY in system (SecretService Keyring)" in stored.stdout
     assert len(secret_tool_entries(service)) == 1
-    assert json.loads(secret_tool_lookup(service, "vault")) == {"ALPHA_KEY": SECRET_VALUE}
+    entry = json.loads(secret_tool_lookup(service, "vault"))
+    assert json.loads(entry.pop(BINDINGS_KEY))["origins"] == {"ALPHA_KEY": []}
+    assert entry == {"ALPHA_KEY": SECRET_VALUE}
 
     listed = keyside.run("secrets", "list", *app)
     assert listed.returncode == 0, listed.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from keyside.manifest import load_manifest
 from keyside.vault import MAX_SECRET_VALUE_CHARS, MemoryStore, Vault, VaultError, open_vault
+from keyside.vault.binding import BINDINGS_KEY
 from keyside.vault.errors import VAULT_WRITE_FAILED
 from keyside.vault.store import Change, Entries, decode_entries, encode_entries
 
@@ -178,7 +180,9 @@ def test_threads_lose_no_update():
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
-    assert store.load() == {name: f"value-{index}-49" for index, name in enumerate(names)}
+    stored = store.load()
+    assert json.loads(stored.pop(BINDINGS_KEY))["origins"] == {name: [] for name in names}
+    assert stored == {name: f"value-{index}-49" for index, name in enumerate(names)}
 
 
 def test_unknown_vault_kind():

@@ -30,6 +30,7 @@ from keyring.errors import InitError, KeyringLocked, NoKeyringError, PasswordDel
 from conftest import need
 from keyside.manifest import load_manifest
 from keyside.vault import KeyringStore, Vault, VaultError, open_vault
+from keyside.vault.binding import BINDINGS_KEY
 from keyside.vault.keyring_store import ENTRY_USERNAME, backend_weakness, check_backend, current_backend
 
 MANIFEST = load_manifest(Path(__file__).parent / "data" / "manifests" / "vault")
@@ -239,7 +240,9 @@ def test_entry_size_limit_checked(tmp_path):
     assert "at most 2560" in caught.value.message
     assert "--vault file" in caught.value.fix
     assert vault.snapshot() == {"ALPHA_KEY": "a" * 1000}
-    assert json.loads(backend.entries[(MANIFEST.keyring_service, ENTRY_USERNAME)]) == {"ALPHA_KEY": "a" * 1000}
+    stored = json.loads(backend.entries[(MANIFEST.keyring_service, ENTRY_USERNAME)])
+    assert stored.pop(BINDINGS_KEY)
+    assert stored == {"ALPHA_KEY": "a" * 1000}
 
 
 def test_empty_vault_removes_entry(tmp_path):
@@ -261,6 +264,7 @@ def test_migration_delete_failure_keeps_values(tmp_path, caplog):
     assert "old keyring entry not removed" in caplog.text
     assert ALPHA_VALUE not in caplog.text
     consolidated = json.loads(backend.entries[(MANIFEST.keyring_service, ENTRY_USERNAME)])
+    assert json.loads(consolidated.pop(BINDINGS_KEY))["origins"] == {"ALPHA_KEY": []}
     assert consolidated == {"ALPHA_KEY": ALPHA_VALUE}
     assert (MANIFEST.keyring_service, "ALPHA_KEY") in backend.entries
 
@@ -330,6 +334,7 @@ def test_real_round_trip_one_entry(real_app):
     assert len(secret_tool_entries(real_app.keyring_service)) == 1
     assert len(secret_tool_entries(real_app.keyring_service, ENTRY_USERNAME)) == 1
     stored = json.loads(secret_tool_lookup(real_app.keyring_service, ENTRY_USERNAME))
+    assert stored.pop(BINDINGS_KEY)
     assert stored == {"ALPHA_KEY": ALPHA_VALUE, "BETA_KEY": "sk-beta-value"}
     assert open_vault(real_app).snapshot() == stored
 

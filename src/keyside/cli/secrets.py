@@ -1,7 +1,9 @@
-"""`keyside secrets set|list|delete`: manage an app's API keys in its vault.
+"""`keyside secrets set|list|bind|delete`: manage an app's API keys in its vault.
 
 No command prints any part of a secret value: `set` reads it from a hidden prompt or stdin,
-`list` prints names, whether each is configured, descriptions and the backend in use.
+`list` prints names, whether each is configured, descriptions, the backend in use and any key
+withheld because it was saved for other upstream origins. `bind` moves such a key to the
+origins of the current manifest after the user confirms.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
-from keyside.cli import EXIT_OK, EXIT_USAGE
+from keyside.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from keyside.cli.common import (
     UsageError,
     add_app_arguments,
@@ -23,8 +26,9 @@ from keyside.cli.common import (
 from keyside.errors import KeysideError
 from keyside.manifest import Manifest
 from keyside.vault import MAX_SECRET_VALUE_CHARS, Vault
+from keyside.vault.binding import Origins, describe_mismatch, describe_origins
 from keyside.vault.core import unknown_secret_error
-from keyside.vault.errors import VaultError
+from keyside.vault.errors import SECRET_NOT_STORED, VaultError
 
 # Enough for the longest value the vault accepts in any UTF-8 encoding, plus a trailing newline.
 MAX_STDIN_BYTES = MAX_SECRET_VALUE_CHARS * 4 + 2
@@ -53,6 +57,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     list_parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     _add_common(list_parser)
     list_parser.set_defaults(handler=run_list)
+
+    bind_parser = actions.add_parser(
+        "bind", help="let the stored key be sent to the upstream origins this manifest names",
+        description="Bind the stored value of a secret to the upstream origins of the services that use it in "
+                    "this manifest. A key saved for other origins is withheld until it is bound or set again.")
+    bind_parser.add_argument("name", metavar="NAME", help="secret name declared under [secrets.NAME]")
+    bind_parser.add_argument("--yes", action="store_true", help="bind without asking for confirmation")
+    _add_common(bind_parser)
+    bind_parser.set_defaults(handler=run_bind)
 
     delete_parser = actions.add_parser("delete", help="remove a secret from the vault")
     delete_parser.add_argument("name", metavar="NAME", help="secret name declared under [secrets.NAME]")
@@ -116,10 +129,9 @@ def _read_value(args: argparse.Namespace) -> str:
 
 def run_list(args: argparse.Namespace) -> int:
     manifest, vault = _open(args)
-    rows = [
-        {"name": name, "configured": vault.is_configured(name), "description": spec.description}
-        for name, spec in sorted(manifest.secrets.items())
-    ]
+    problems = vault.binding_problems()
+    rows = [_list_row(vault, name, spec.description, problems.get(name))
+            for name, spec in sorted(manifest.secrets.items())]
     if args.json:
         print(json.dumps({"app": manifest.app_id, "manifest": str(manifest.path), "backend": vault.backend_name,
                           "kind": vault.kind, "secrets": rows}, indent=2))
@@ -134,8 +146,49 @@ def run_list(args: argparse.Namespace) -> int:
     print()
     print(f"{'NAME':<{width}}  CONFIGURED  DESCRIPTION")
     for row in rows:
-        configured = "yes" if row["configured"] else "no"
+        configured = "withheld" if row.get("binding") == "mismatch" else "yes" if row["configured"] else "no"
         print(f"{row['name']:<{width}}  {configured:<10}  {row['description']}")
+    for name, (recorded, current) in sorted(problems.items()):
+        print()
+        print(f"{name} is withheld: it is {describe_mismatch(recorded, current)}.")
+        print(f"  To store a key for the new upstream, run `keyside secrets set {name}`.")
+        print(f"  To send the stored key there, run `keyside secrets bind {name}`.")
+    return EXIT_OK
+
+
+def _list_row(vault: Vault, name: str, description: str, problem: tuple[Origins, Origins] | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"name": name, "configured": vault.is_configured(name), "description": description}
+    if problem is not None:
+        row["binding"] = "mismatch"
+        row["recorded_origins"], row["current_origins"] = list(problem[0]), list(problem[1])
+    return row
+
+
+def run_bind(args: argparse.Namespace) -> int:
+    _, vault = _open(args)
+    recorded = vault.recorded_origins(args.name)
+    if recorded is None:
+        raise VaultError(f"{args.name} is not stored in {vault.backend_name}, so there is nothing to bind.",
+                         reason=SECRET_NOT_STORED, fix=f"Store a key with `keyside secrets set {args.name}`.")
+    current = vault.current_origins(args.name)
+    print(f"{args.name} is bound to: {describe_origins(recorded)}")
+    print(f"This app would send it to: {describe_origins(current)}")
+    if recorded == current:
+        print(f"{args.name} is already bound to these origins; nothing changed.")
+        return EXIT_OK
+    if not args.yes:
+        if not has_terminal():
+            raise UsageError("There is no terminal to confirm the new binding.",
+                             fix=f"Check the origins above, then run `keyside secrets bind {args.name} --yes`.")
+        try:
+            answer = input(f"Send the stored {args.name} to {describe_origins(current)} from now on? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("Nothing changed.")
+            return EXIT_FAILURE
+    vault.bind(args.name)
+    print(f"Bound {args.name} to {describe_origins(current)} in {vault.backend_name}.")
     return EXIT_OK
 
 

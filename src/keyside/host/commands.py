@@ -86,7 +86,11 @@ async def local_api(ctx: CallContext) -> dict[str, str]:
 
 @command("list_secrets", capability="secrets", registry=BUILTIN_COMMANDS)
 async def list_secrets(ctx: CallContext) -> list[dict[str, Any]]:
-    """Return the name, description, configured flag and last validation of each declared secret."""
+    """Return the name, description, configured flag and last validation of each declared secret.
+
+    A key withheld because it was saved for other upstream origins also gets binding="mismatch"
+    with its recorded and current origins. No row contains a value.
+    """
     return ctx.host.secrets.listing()
 
 

@@ -24,6 +24,7 @@ from keyside.host.ipc import IpcError
 from keyside.host.supervisor import Supervisor
 from keyside.manifest import Manifest, ServiceSpec
 from keyside.redact import Redactor
+from keyside.vault.errors import SECRET_BINDING_MISMATCH
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +92,27 @@ class SecretManager:
         return dict(result) if result is not None else None
 
     def listing(self) -> list[dict[str, Any]]:
-        return [
-            {
+        """Return one row per declared secret: name, description, configured and last validation.
+
+        The row of a stored key that is withheld, because it was saved for other upstream origins
+        than this manifest's services use, also has binding="mismatch", `recorded_origins` and
+        `current_origins`. Its `configured` is False.
+        """
+        problems = self._vault.binding_problems()
+        rows = []
+        for spec in self._manifest.secrets.values():
+            configured = bool(self._vault.is_configured(spec.name))
+            row: dict[str, Any] = {
                 "name": spec.name,
                 "description": spec.description,
-                "configured": bool(self._vault.is_configured(spec.name)),
+                "configured": configured,
                 "last_validation": self.last_validation(spec.name),
             }
-            for spec in self._manifest.secrets.values()
-        ]
+            if spec.name in problems:
+                recorded, current = problems[spec.name]
+                row.update(binding="mismatch", recorded_origins=list(recorded), current_origins=list(current))
+            rows.append(row)
+        return rows
 
     async def set(self, name: str, value: str) -> dict[str, Any]:
         value = _clean_value(name, value, fix_if_empty="paste the key, or call delete_secret to remove it")
@@ -171,6 +184,10 @@ class SecretManager:
             value = _clean_value(name, value,
                                  fix_if_empty="paste the key to check, or leave value out to check the stored one")
         candidate = value if value is not None else self._vault.get(name)
+        if not candidate and name in self._vault.binding_problems():
+            raise IpcError(f"The stored {name} was saved for other upstream origins, so it is withheld.",
+                           reason=SECRET_BINDING_MISMATCH,
+                           fix=f"save a new key for this app, or run `keyside secrets bind {name}`")
         if not candidate:
             raise IpcError(f"{name} has no stored value to validate.", reason="secret_not_configured",
                            fix="pass a candidate value, or save one first")

@@ -1,4 +1,5 @@
-"""`keyside doctor` checks for the vault: the backend in use and which declared secrets are missing."""
+"""`keyside doctor` checks for the vault: the backend in use, and which declared secrets are missing
+or withheld because they were saved for other upstream origins."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from keyside.cli.doctor import FAIL, OK, WARN, Check
 from keyside.errors import KeysideError
 from keyside.manifest import Manifest
 from keyside.vault import open_vault
+from keyside.vault.binding import describe_mismatch
 from keyside.vault.file_store import read_header
 from keyside.vault.keyring_store import backend_label, check_backend, current_backend
 
@@ -113,9 +115,16 @@ def _secret_checks(args: argparse.Namespace, manifest: Manifest, kind: str, pass
     vault_option = "" if kind == "system" else f" --vault {kind}"
     if kind == "file" and getattr(args, "vault_file", None) is not None:
         vault_option += f" --vault-file {vault_file_path(args, manifest)}"
+    problems = vault.binding_problems()
     for name, spec in sorted(manifest.secrets.items()):
         if name in configured:
             results.append(Check(f"secret {name}", OK, "set"))
+        elif name in problems:
+            recorded, current = problems[name]
+            results.append(Check(f"secret {name}", FAIL, f"withheld: {describe_mismatch(recorded, current)}",
+                                 f"Run `keyside secrets set {name}{app_option}{vault_option}` to store a key for "
+                                 f"the new upstream, or `keyside secrets bind {name}{app_option}{vault_option}` "
+                                 "to send the stored key there."))
         else:
             results.append(Check(f"secret {name}", WARN, f"not set: {spec.description}",
                                  f"Run `keyside secrets set {name}{app_option}{vault_option}`."))

@@ -26,6 +26,10 @@ VAULT_WRITE_FAILED = "vault_write_failed"
 UNKNOWN_SECRET = "unknown_secret"
 # The secret value is not usable as an API key (control characters, too long, not text).
 INVALID_SECRET_VALUE = "invalid_secret_value"
+# The secret has no stored value, so there is nothing to bind.
+SECRET_NOT_STORED = "secret_not_stored"
+# The stored value was saved for other upstream origins than the manifest's services use now.
+SECRET_BINDING_MISMATCH = "secret_binding_mismatch"
 # The vault kind is not one of system, file, memory.
 UNKNOWN_VAULT_KIND = "unknown_vault_kind"
 
