@@ -389,3 +389,15 @@ def test_new_file_vault_passphrase_prompts(app_dir, tmp_path, case, repeated, ex
     assert vault_path.exists() is (exit_code == 0)
     if exit_code == 1:
         assert b"passphrases differ" in terminal.transcript
+
+
+def test_hidden_prompt_end_of_input(app_dir, vault_file):
+    before = vault_file.read_bytes()
+    terminal = Terminal("secrets", "set", "BETA_KEY", "--app", str(app_dir), "--vault", "file",
+                        "--vault-file", str(vault_file), env={PASSPHRASE_ENV: PASSPHRASE})
+    terminal.expect("Value for BETA_KEY (input hidden): ")
+    os.write(terminal.fd, b"\x04")  # Ctrl-D on an empty line ends the input
+    assert terminal.wait() == 1
+    assert b"Traceback" not in terminal.transcript
+    assert b"Input ended before a value for BETA_KEY was entered, so nothing was stored." in terminal.transcript
+    assert vault_file.read_bytes() == before

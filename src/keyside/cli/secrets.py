@@ -124,7 +124,13 @@ def _read_value(args: argparse.Namespace) -> str:
     if not has_terminal():
         raise UsageError("There is no terminal to prompt for the value.",
                          fix=f"Pipe it in: `printf %s \"$KEY\" | keyside secrets set {args.name} --stdin`.")
-    return prompt_hidden(f"Value for {args.name} (input hidden): ")
+    try:
+        return prompt_hidden(f"Value for {args.name} (input hidden): ")
+    except EOFError:
+        # Ctrl-D at the prompt ends the input without a line.
+        raise KeysideError(f"Input ended before a value for {args.name} was entered, so nothing was stored.",
+                           reason="no_value",
+                           fix=f"Run `keyside secrets set {args.name}` again and paste the key.") from None
 
 
 def run_list(args: argparse.Namespace) -> int:
