@@ -301,7 +301,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         guarded_port = spawn(GUARD_PROXY_SCRIPT, origin, children=children)
         bare, guarded = children[1], children[2]
         services = [service("bench", origin, secret="BENCH_KEY", inject=bearer(), paths=["/json1k", "/sse"])]
-        sidecar = SidecarProcess(services=services, secrets={"BENCH_KEY": KEY}, log_level="WARNING").start()
+        sidecar = SidecarProcess(services=services, secrets={"BENCH_KEY": KEY}).start()
         auth = sidecar.auth_headers()
 
         # Warm up all three paths: connection pools, caches, code paths.
