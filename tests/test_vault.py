@@ -221,3 +221,14 @@ def test_encode_entries_round_trip():
     text = encode_entries(entries)
     assert text.index("A_KEY") < text.index("B_KEY")
     assert decode_entries(text, source="entry", fix="") == entries
+
+
+def test_file_path_only_for_file_vault(tmp_path):
+    from keyside.manifest import load_manifest
+    from keyside.vault import open_vault
+
+    manifest = load_manifest("monitor")
+    vault_file = tmp_path / "vault.enc"
+    assert open_vault(manifest, "memory").file_path is None
+    file_vault = open_vault(manifest, "file", file_path=vault_file, passphrase="correct horse battery")
+    assert file_vault.file_path == vault_file

@@ -39,8 +39,7 @@ async def runtime_info(ctx: CallContext) -> dict[str, Any]:
     vault_kind = getattr(ctx.host.vault, "kind", None)
     vault_file_name = None
     if vault_kind == "file":
-        # NOTE: Vault has no public accessor for its store's path, so this reads the store.
-        vault_path = getattr(getattr(ctx.host.vault, "_store", None), "path", None)
+        vault_path = getattr(ctx.host.vault, "file_path", None)
         vault_file_name = Path(vault_path).name if vault_path else None
     display_names = {"system": "system keyring", "memory": "memory",
                      "file": f"encrypted file {vault_file_name}" if vault_file_name else "encrypted file"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 from keyside.manifest import SECRET_NAME_PATTERN, Manifest
 from keyside.vault.binding import Origins, is_covered, manifest_origins, read_bindings, write_bindings
@@ -68,6 +69,12 @@ class Vault:
     @property
     def backend_name(self) -> str:
         return self._store.backend_name
+
+    @property
+    def file_path(self) -> Path | None:
+        """The encrypted file behind a `file` vault; None for the other kinds."""
+        path = getattr(self._store, "path", None)
+        return Path(path) if path is not None else None
 
     def load(self) -> None:
         """Load the stored secrets once; later calls do nothing. Runs the store's migration.
