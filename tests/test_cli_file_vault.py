@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import test_cli_secrets
-from keyside.cli import main
-from keyside.cli.common import PASSPHRASE_ENV, MissingFileStore, open_vault_from_args
+from keyside.cli import build_parser, main
+from keyside.cli.common import PASSPHRASE_ENV, MissingFileStore, is_read_only_command, open_vault_from_args
 from keyside.manifest import load_manifest
 from keyside.vault import FileStore, Vault
 from keyside.vault.errors import VaultError
@@ -177,6 +177,18 @@ def test_run_opens_missing_vault_read_only(app_dir, monkeypatch, missing_file, c
     assert MISSING_NOTE in capsys.readouterr().err
     assert opened[0].names() == []
     assert_nothing_created(missing_file)
+
+
+@pytest.mark.parametrize(("argv", "read_only"), [
+    (["run", "--headless"], True),
+    (["run"], False),
+    (["run", "--browser"], False),
+    (["secrets", "list"], True),
+    (["secrets", "set", "ALPHA_KEY"], False),
+], ids=["run-headless", "run-windows", "run-browser", "secrets-list", "secrets-set"])
+def test_read_only_commands(argv, read_only):
+    args = build_parser().parse_args(argv)
+    assert is_read_only_command(args) is read_only
 
 
 def test_missing_store_rejects_writes(app_dir, missing_file):

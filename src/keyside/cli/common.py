@@ -28,7 +28,8 @@ MAX_PASSPHRASE_BYTES = 4096
 # Prompts for a new passphrase before a too-short one fails the command.
 NEW_PASSPHRASE_ATTEMPTS = 3
 # Commands that only read the vault. On a missing vault file they see an empty vault and never
-# create the file, its lock file or its folder: (command, secrets action).
+# create the file, its lock file or its folder: (command, secrets action). `keyside run` counts
+# only with --headless, because its pages can store keys and so create the file.
 READ_ONLY_COMMANDS = frozenset({("secrets", "list"), ("run", None), ("exec", None), ("doctor", None)})
 
 
@@ -133,6 +134,8 @@ def open_vault_from_args(args: argparse.Namespace, manifest: Manifest, *, read_o
 def is_read_only_command(args: argparse.Namespace) -> bool:
     """Return True when the parsed command only reads the vault (see READ_ONLY_COMMANDS)."""
     command = (getattr(args, "command", None), getattr(args, "secrets_action", None))
+    if command == ("run", None) and not getattr(args, "headless", False):
+        return False
     return command in READ_ONLY_COMMANDS
 
 
@@ -209,8 +212,6 @@ class MissingFileStore:
         return {}
 
     def update(self, change: Change) -> Entries:
-        # NOTE: `keyside run` opens the vault this way, so saving a key from its pages fails
-        # until the file exists.
         raise VaultError(f"There is no vault file at {self.path}, and this command only reads the vault.",
                          reason=VAULT_UNAVAILABLE,
                          fix=f"Create it with `keyside secrets set NAME --vault file --vault-file {self.path}`, "

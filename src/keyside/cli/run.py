@@ -51,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
                              fix="Pass the app either as APP or with --app.")
         args.app = args.app_path
     manifest = load_app(args)
-    vault = open_vault_from_args(args, manifest, read_only=True)
+    # Read-only only with --headless (see READ_ONLY_COMMANDS): the settings page of a windowed or
+    # browser run can store keys, so there a missing file vault is created with a new passphrase.
+    vault = open_vault_from_args(args, manifest)
     vault.load()
 
     if args.headless:
