@@ -923,6 +923,8 @@ class StubHost:
     vault: dict[str, Any] = field(default_factory=lambda: {"kind": "system", "display_name": "system keyring",
                                                            "file_name": None})
     open_window_result: dict[str, Any] | None = None
+    # Secret name -> (recorded origins, current origins) for keys list_secrets reports as withheld.
+    withheld: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
 
     def run_command(self, command: str, args: dict[str, Any]) -> Any:
         self.commands.append({"command": command, "args": args})
@@ -943,8 +945,16 @@ class StubHost:
             self.secrets[args["name"]] = args["value"]
             return {"name": args["name"], "configured": True, "sidecar": "updated"}
         if command == "list_secrets":
-            return [{"name": name, "description": spec.description, "configured": name in self.secrets,
-                     "last_validation": None} for name, spec in self.manifest.secrets.items()]
+            rows = []
+            for name, spec in self.manifest.secrets.items():
+                row = {"name": name, "description": spec.description, "configured": name in self.secrets,
+                       "last_validation": None}
+                if name in self.withheld:
+                    recorded, current = self.withheld[name]
+                    row.update(configured=False, binding="mismatch", recorded_origins=recorded,
+                               current_origins=current)
+                rows.append(row)
+            return rows
         raise LookupError(command)
 
     async def ipc(self, request: web.Request) -> web.Response:
@@ -1102,6 +1112,25 @@ async def test_settings_memory_vault_save(site: Site, pages: Pages) -> None:
     about = await page.locator('[data-role="runtime"]').text_content()
     assert "Vaultmemory" in about
     await page.screenshot(path=screenshot_path("monitor-settings-memory-vault.png"), full_page=True)
+    await assert_clean(page)
+
+
+@shared_loop
+async def test_settings_shows_withheld_key(site: Site, pages: Pages) -> None:
+    site.host.withheld["FRED_API_KEY"] = (["https://api.stlouisfed.org"], ["http://127.0.0.1:18080"])
+    page = await pages.open(f"{site.base}/settings.html")
+    card = page.locator('article[data-secret="FRED_API_KEY"]')
+    await card.wait_for()
+
+    assert await card.get_attribute("data-binding") == "mismatch"
+    assert await card.locator(".badge").text_content() == "Withheld"
+    text = await card.locator(".secret-validation").text_content()
+    assert "saved for https://api.stlouisfed.org" in text
+    assert "send it to http://127.0.0.1:18080" in text
+    assert "keyside secrets bind FRED_API_KEY" in text
+    assert await card.get_by_role("button", name="Delete").is_enabled()
+    other = page.locator('article[data-secret="FINNHUB_API_KEY"]')
+    assert await other.get_attribute("data-binding") == "ok"
     await assert_clean(page)
 
 

@@ -78,14 +78,21 @@ class SecretCard {
     this.update(secret);
   }
 
-  /** Show the state from one list_secrets entry: configured, and the last validation. */
+  /** Show the state from one list_secrets entry: configured, withheld, and the last validation. */
   update(secret) {
     this.configured = Boolean(secret.configured);
+    // A withheld key is stored but bound to other upstream origins, so the sidecar never gets it.
+    const withheld = secret.binding === "mismatch";
     this.root.dataset.configured = String(this.configured);
-    this.badge.textContent = this.configured ? "Set" : "Not set";
-    this.badge.className = `badge ${this.configured ? "ok" : "muted"}`;
-    this.deleteButton.disabled = !this.configured;
-    this.validation.replaceChildren(...describeValidation(secret.last_validation));
+    this.root.dataset.binding = withheld ? "mismatch" : "ok";
+    this.badge.textContent = withheld ? "Withheld" : this.configured ? "Set" : "Not set";
+    this.badge.className = `badge ${withheld ? "warn" : this.configured ? "ok" : "muted"}`;
+    this.deleteButton.disabled = !this.configured && !withheld;
+    if (withheld) {
+      this.validation.replaceChildren(...describeWithheld(secret));
+    } else {
+      this.validation.replaceChildren(...describeValidation(secret.last_validation));
+    }
   }
 
   say(text, kind = "info") {
@@ -164,6 +171,17 @@ class SecretCard {
     this.confirmTimer = null;
     this.deleteButton.textContent = "Delete";
   }
+}
+
+function describeWithheld(secret) {
+  const recorded = (secret.recorded_origins || []).join(", ") || "other upstreams";
+  const current = (secret.current_origins || []).join(", ") || "this app's upstreams";
+  return [
+    `The stored key was saved for ${recorded}, and this app would send it to ${current}, `
+      + "so it is not used. Save a key for this app, or move the stored key with ",
+    el("code", { text: `keyside secrets bind ${secret.name}` }),
+    ".",
+  ];
 }
 
 function describeValidation(last) {
