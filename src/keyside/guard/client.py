@@ -18,6 +18,7 @@ import asyncio
 import functools
 import logging
 import re
+import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -208,7 +209,18 @@ class GuardedResponse:
 class GuardedClient:
     """An SSRF-checked HTTP client built on aiohttp; see the module docstring for the checks."""
 
-    def __init__(self, policy: GuardPolicy | None = None, resolver: Resolver | None = None):
+    def __init__(self, policy: GuardPolicy | None = None, resolver: Resolver | None = None, *,
+                 ssl_context: ssl.SSLContext | None = None):
+        """`ssl_context` replaces the default trust store (for a private CA or a test CA).
+
+        Certificate and host name checks stay on: a context with CERT_NONE or without
+        check_hostname is rejected, because the guard dials an address and relies on TLS to
+        prove that the peer is the host the URL names.
+        """
+        if ssl_context is not None and (ssl_context.verify_mode != ssl.CERT_REQUIRED
+                                        or not ssl_context.check_hostname):
+            raise ValueError("ssl_context must verify certificates and host names")
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self.policy = policy or GuardPolicy()
         self.resolver = resolver or SystemResolver()
         self._pinning = PinningResolver(self.resolver, self.policy)
@@ -225,6 +237,7 @@ class GuardedClient:
             limits = self.policy.limits
             connector = aiohttp.TCPConnector(
                 resolver=self._pinning,
+                ssl=self._ssl,  # TLS uses the URL's host name for SNI and the certificate check
                 use_dns_cache=False,  # PinningResolver caches validated answers by their TTL
                 socket_factory=self._pinning.socket_factory,
                 happy_eyeballs_delay=None,  # try validated addresses in order, IPv4 first
