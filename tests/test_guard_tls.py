@@ -50,6 +50,7 @@ def make_pki(tmp_path: Path, server_names: list[str]) -> Pki:
                                      key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
+
     server_key = ec.generate_private_key(ec.SECP256R1())
     server_cert = (
         x509.CertificateBuilder()
@@ -60,6 +61,7 @@ def make_pki(tmp_path: Path, server_names: list[str]) -> Pki:
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+
     ca_file = tmp_path / "ca.pem"
     ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     cert_file = tmp_path / "server.pem"
