@@ -56,7 +56,7 @@ class WindowSpec:
 
 @dataclass(frozen=True)
 class InjectSpec:
-    """How a key is put into an upstream request.
+    """The placement of a key in an upstream request.
 
     kind `header`: the key is the value of header `name`. `bearer`: `Authorization: Bearer <key>`.
     `query`: the key is query parameter `name`. `basic`: HTTP Basic, with `username` as the user and
@@ -75,7 +75,7 @@ class InjectSpec:
 
 @dataclass(frozen=True)
 class ValidateSpec:
-    """The request that tells whether a key works: `method path`, valid when it returns `status`."""
+    """The request that checks a key: `method path`; the key is valid when it returns `status`."""
 
     path: str
     method: str = "GET"
