@@ -13,6 +13,8 @@ import ipaddress
 import socket
 from typing import Any
 
+from keyside.selftest.loopback import is_loopback_address
+
 ALLOWED_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
 
 
@@ -20,26 +22,11 @@ class FenceViolation(ConnectionRefusedError):
     """A test tried to reach something other than loopback."""
 
 
-def _is_loopback(host: Any) -> bool:
-    if isinstance(host, bytes):
-        host = host.decode("ascii", "replace")
-    if not isinstance(host, str):
-        return False
-    host = host.split("%", 1)[0]
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
-
-
 def _check_address(sock: socket.socket, address: Any) -> None:
     if sock.family == socket.AF_UNIX:
         return
     host = address[0] if isinstance(address, tuple) and address else address
-    if not _is_loopback(host):
+    if not is_loopback_address(host):
         raise FenceViolation(f"test socket fence: connection to {host!r} blocked (loopback only)")
 
 
