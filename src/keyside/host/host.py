@@ -2,8 +2,8 @@
 
 `Host` runs its own asyncio loop in a background thread, so a GUI toolkit can keep the main
 thread. The shell calls `invoke` from any thread with the window label it bound and the window's
-current URL; every call passes the window and origin check, the capability check and the
-argument check before a handler runs, and calls to audited commands are written to the audit log.
+current URL. Every call passes the window and origin check, the capability check and the
+argument check before a handler runs. Calls to audited commands are written to the audit log.
 """
 
 from __future__ import annotations

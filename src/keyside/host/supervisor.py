@@ -13,7 +13,7 @@ A child that exits unexpectedly is restarted with exponential backoff and a fres
 `max_quick_failures` failures in a row (a crash within `stable_run_s` of its start, or a start
 that failed) the state becomes `failed` with the reason. Stopping closes stdin, then sends SIGTERM
 and, after a grace period, SIGKILL to a child that is still running. If the host dies, the child
-sees stdin close and exits, and on Linux the sidecar also asks for SIGKILL when its parent thread
+reads EOF on stdin and exits. On Linux the sidecar also requests SIGTERM when its parent thread
 dies (PR_SET_PDEATHSIG).
 """
 
