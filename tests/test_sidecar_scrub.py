@@ -1,15 +1,18 @@
-"""Scrubbing of secret values from bodies that arrive in chunks."""
+"""Scrubbing of secret values from bodies that arrive in chunks, and redaction of log records."""
 
 from __future__ import annotations
 
 import json
+import logging
+import sys
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keyside.manifest import InjectSpec, ServiceSpec
-from keyside.redact import MASK, Redactor
+from keyside.redact import MASK, RedactingFilter, Redactor, strip_url_queries
 from keyside.sidecar.keystore import KeyStore, basic_credential, leak_forms
 from keyside.sidecar.scrub import ScrubPattern
 
@@ -132,3 +135,37 @@ def test_keystore_pattern_includes_tokens() -> None:
     token = "a" * 64
     store = KeyStore({}, Redactor(), extra_values=lambda: [token])
     assert store.pattern.scrub_text(f"x{token}y") == f"x{MASK}y"
+
+
+def make_record(message: str, *args: object, exc_info: Any = None) -> logging.LogRecord:
+    return logging.LogRecord("keyside.test", logging.INFO, __file__, 1, message, args, exc_info)
+
+
+def test_filter_masks_secret_in_arguments() -> None:
+    record = make_record("upstream failed key=%s service=%s", SECRET, "openai")
+    assert RedactingFilter(Redactor([SECRET])).filter(record) is True
+    assert record.getMessage() == f"upstream failed key={MASK} service=openai"
+
+
+def test_filter_masks_secret_in_traceback() -> None:
+    try:
+        raise ValueError(f"upstream rejected {SECRET}")
+    except ValueError:
+        record = make_record("request failed", exc_info=sys.exc_info())
+    RedactingFilter(Redactor([SECRET])).filter(record)
+    text = logging.Formatter().format(record)
+    assert "ValueError: upstream rejected" in text
+    assert SECRET not in text
+    assert record.exc_info is None
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("GET /v1/x?api_key=abc HTTP/1.1", "GET /v1/x?[query removed] HTTP/1.1"),
+    ("path=/v1/x?api_key=abc status=400", "path=/v1/x?[query removed] status=400"),
+    ("url=https://api.example/v1?api_key=abc", "url=https://api.example/v1?[query removed]"),
+    ("/v1/x?api_key=abc at the start", "/v1/x?[query removed] at the start"),
+    ("quoted '/v1/x?api_key=abc'", "quoted '/v1/x?[query removed]'"),
+    ("a question? and a/b?c stay", "a question? and a/b?c stay"),
+], ids=["request-line", "key-value", "absolute-url", "text-start", "quoted", "prose"])
+def test_strip_url_queries(text: str, expected: str) -> None:
+    assert strip_url_queries(text) == expected

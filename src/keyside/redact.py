@@ -17,9 +17,11 @@ MASK = "[REDACTED]"
 # destroy the log and protect nothing, because such a value is not a credential.
 MIN_SECRET_CHARS = 4
 
-# A URL query: from "?" after a URL path up to whitespace or a quote. Queries often carry keys
-# (`?api_key=...`), so logs keep the path only.
-_URL_QUERY = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#\"'<>]*|\s/[^\s?#\"'<>]*)\?[^\s\"'<>]*")
+# A URL query: from "?" after a URL or an absolute path up to whitespace or a quote. Queries
+# often carry keys (`?api_key=...`), so logs keep the path only. A path counts when it starts the
+# text or follows whitespace, "=", a quote or an opening bracket, as in `path=/v1/x?key=...`.
+_URL_QUERY = re.compile(
+    r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#\"'<>]*|(?:^|[\s=\"'(\[])/[^\s?#\"'<>]*)\?[^\s\"'<>]*")
 
 
 class Redactor:
