@@ -10,9 +10,9 @@ Python cannot tell who sent a signal, so one rule decides what to relay. SIGINT,
 SIGHUP are the signals a terminal sends to its whole foreground process group. While keyside
 exec is in that group, the child got them from the terminal already, and relaying them would
 deliver them twice. So they are relayed only when keyside exec is not in the foreground of a
-terminal. NOTE: so a SIGINT, SIGQUIT or SIGHUP sent to keyside exec alone while it runs in the
-foreground of a terminal does not reach the child, and a signal sent to the whole process group
-from elsewhere reaches the child twice.
+terminal. NOTE: the rule has two gaps. A SIGINT, SIGQUIT or SIGHUP sent to keyside exec alone
+while it runs in the foreground of a terminal does not reach the child. A signal sent to the
+whole process group from elsewhere reaches the child twice.
 """
 
 from __future__ import annotations

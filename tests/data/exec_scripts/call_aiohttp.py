@@ -1,7 +1,7 @@
-"""Child of `keyside exec` in tests: call the fake upstreams through the sidecar with aiohttp.
+"""Call the fake upstreams through the sidecar with aiohttp, as a `keyside exec` child in tests.
 
-It uses only KEYSIDE_TOKEN and the KEYSIDE_URL_* variables, the way a script ported from
-OPENAI_API_KEY would, and prints one JSON line per call with the status and the body.
+The script uses only KEYSIDE_TOKEN and the KEYSIDE_URL_* variables, the way a script ported from
+OPENAI_API_KEY would. It prints one JSON line per call with the status and the body.
 """
 
 import asyncio

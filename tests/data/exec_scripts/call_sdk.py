@@ -1,10 +1,11 @@
-"""Child of `keyside exec` in tests: call the fake upstreams through the official Python SDKs.
+"""Call the fake upstreams through the official Python SDKs, as a `keyside exec` child in tests.
 
 Usage: call_sdk.py explicit | environment
   explicit     pass base_url and api_key from KEYSIDE_URL_* and KEYSIDE_TOKEN to the clients
-  environment  build the clients with no arguments, as an unchanged script does; the caller sets
-               OPENAI_BASE_URL, OPENAI_API_KEY, ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY
-These are the recipes from docs/recipes.md. Prints one JSON line per call.
+  environment  build the clients with no arguments, as an unchanged script does. The caller sets
+               OPENAI_BASE_URL, OPENAI_API_KEY, ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY.
+
+The two modes are the recipes from docs/recipes.md. The script prints one JSON line per call.
 """
 
 import json
@@ -21,7 +22,7 @@ if sys.argv[1] == "explicit":
 else:
     client = openai.OpenAI()
     claude = anthropic.Anthropic()
-# No retries, so a failure shows at once; the timeout keeps a broken run from hanging the test.
+# No retries, so a failure shows at once. The timeout keeps a broken run from hanging the test.
 client = client.with_options(max_retries=0, timeout=20)
 claude = claude.with_options(max_retries=0, timeout=20)
 

@@ -1,4 +1,4 @@
-"""Child of `keyside exec` in tests: call the openai service once per line read from stdin.
+"""Call the openai service once per line read from stdin, as a `keyside exec` child in tests.
 
 Prints one JSON line per call with the HTTP status, or status 0 and the error when the sidecar
 cannot be reached. Exits 0 at the end of stdin.
@@ -12,7 +12,7 @@ import urllib.request
 
 url = os.environ["KEYSIDE_URL_OPENAI"] + "/v1/models"
 headers = {"Authorization": f"Bearer {os.environ['KEYSIDE_TOKEN']}"}
-# urllib would use an HTTP proxy from the environment; the sidecar is on loopback.
+# urllib would otherwise use an HTTP proxy from the environment, but the sidecar is on loopback.
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 for _line in sys.stdin:

@@ -1,6 +1,6 @@
-"""Child of `keyside exec` in tests: write what the child can see to the JSON file in argv[1].
+"""Write what a `keyside exec` child can see to the JSON file in argv[1], for tests.
 
-It records its environment (as Python and as /proc/self/environ show it) and its argv
+The script records its environment (as Python and as /proc/self/environ show it) and its argv
 (sys.argv and /proc/self/cmdline), so a test can assert that no secret value is in them.
 """
 

@@ -1,4 +1,4 @@
-"""Child of `keyside exec` in tests: try the token where it must and must not work.
+"""Try the token where it must and must not work, as a `keyside exec` child in tests.
 
 Prints one JSON line per attempt with the HTTP status and the sidecar's error reason, if any.
 """
@@ -16,7 +16,7 @@ attempts = {
     "ui_route_status": ("GET", f"{base}/api/status", None),
     "ui_route_feed": ("GET", f"{base}/api/feed?url=http%3A%2F%2F127.0.0.1%3A9%2Ffeed", None),
 }
-# urllib would use an HTTP proxy from the environment; the sidecar is on loopback.
+# urllib would otherwise use an HTTP proxy from the environment, but the sidecar is on loopback.
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 for name, (method, url, body) in attempts.items():

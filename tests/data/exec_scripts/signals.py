@@ -1,10 +1,12 @@
-"""Child of `keyside exec` in tests: report the signals it receives.
+"""Report the signals that a `keyside exec` child receives, for tests.
 
 Usage: signals.py MODE [READY_FILE]
   exit     on the first relayed signal, print its name and exit with 10 + the signal number
   die      use the default actions, so the first signal kills the process
-  count    print each signal's name; exit 0 when a line "quit" arrives on stdin
-Prints "ready" once its handlers are installed, and creates READY_FILE when one is given.
+  count    print each signal's name, and exit 0 when a line "quit" arrives on stdin
+
+The script prints "ready" once its handlers are installed, and creates READY_FILE when one is
+given.
 """
 
 import signal
@@ -28,7 +30,7 @@ if mode == "exit":
     for signum in RELAYED:
         signal.signal(signum, exit_on_signal)
 elif mode == "die":
-    # Python turns SIGINT into KeyboardInterrupt; the default action ends the process at once.
+    # Python turns SIGINT into KeyboardInterrupt, but the default action ends the process at once.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 elif mode == "count":
     for signum in RELAYED:
