@@ -1,4 +1,4 @@
-"""Which request headers go to an upstream, and which response headers come back.
+"""Filters for the request headers sent to an upstream and the response headers sent back.
 
 Requests: a header goes upstream only when it is on the standard list below, or is a custom
 header (such as `anthropic-version` or `openai-beta`) whose name does not look like a credential.
@@ -76,7 +76,11 @@ def request_header_forwarded(name: str, service: ServiceSpec) -> bool:
 
 
 def forward_request_headers(headers: CIMultiDictProxy[str], service: ServiceSpec) -> CIMultiDict[str]:
-    """Return the caller's headers that may go upstream; raise 400 on a control character in any."""
+    """Return the caller's headers that may go upstream.
+
+    Raises SidecarHttpError 400 when a header name or value contains a control character. A tab
+    inside a value is allowed.
+    """
     for name, value in headers.items():
         if CONTROL_CHARACTERS.search(name) or CONTROL_CHARACTERS.search(value.replace("\t", "")):
             raise SidecarHttpError(400, "header_control_characters",
@@ -92,12 +96,12 @@ def forward_request_headers(headers: CIMultiDictProxy[str], service: ServiceSpec
 
 def response_headers(upstream_headers: Iterable[tuple[str, str]], pattern: ScrubPattern) -> CIMultiDict[str]:
     """Return the upstream response headers that may reach the caller, with secrets masked."""
-    kept: CIMultiDict[str] = CIMultiDict()
+    allowed: CIMultiDict[str] = CIMultiDict()
     for name, value in upstream_headers:
         lowered = name.lower()
         if lowered in DROPPED_RESPONSE_HEADERS or lowered.startswith(DROPPED_RESPONSE_PREFIXES):
             continue
         if CONTROL_CHARACTERS.search(value.replace("\t", "")) or pattern.scrub_text(name) != name:
             continue
-        kept.add(name, pattern.scrub_text(value))
-    return kept
+        allowed.add(name, pattern.scrub_text(value))
+    return allowed

@@ -1,6 +1,6 @@
 """The first check on every request: the Host header must name this listener on loopback.
 
-A page on attacker.example can make its own name resolve to 127.0.0.1 (DNS rebinding); the
+A page on attacker.example can make its own name resolve to 127.0.0.1 (DNS rebinding). The
 browser then sends `Host: attacker.example:PORT`, and only this check distinguishes that request
 from one addressed to the sidecar. It runs before CORS and the token, so such a request learns
 nothing else.

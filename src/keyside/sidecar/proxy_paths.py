@@ -70,6 +70,6 @@ def drop_query_param(query: str, name: str) -> str:
     if not query:
         return query
     lowered = name.lower()
-    kept = [part for part in query.split("&")
-            if part and unquote_plus(part.partition("=")[0]).lower() != lowered]
-    return "&".join(kept)
+    other_params = [part for part in query.split("&")
+                    if part and unquote_plus(part.partition("=")[0]).lower() != lowered]
+    return "&".join(other_params)

@@ -31,7 +31,8 @@ class ScrubPattern:
         self._encoded = tuple(encoded)
         self._ordered = tuple(ordered)
         self.max_length = max((len(value) for value in encoded), default=0)
-        # Text shorter than the shortest value cannot contain one: most header names and values.
+        # Text shorter than the shortest value cannot contain one, and most header names and values
+        # are that short.
         self._min_text_length = min((len(value) for value in ordered), default=0)
         self._bytes = re.compile(b"|".join(map(re.escape, encoded))) if encoded else None
         self._text = re.compile("|".join(map(re.escape, ordered))) if ordered else None
