@@ -1,7 +1,7 @@
 // Desktop transport for bridge.js: calls go over the Qt web channel to the "keyside" object
 // that the shell registered for this window alone, so each call is bound to its window.
 // pywebview sets up the channel after each page load and then fires "pywebviewready"; the
-// object answers through its `reply` signal with {id, ok, result} or {id, ok: false, error}.
+// object replies through its `reply` signal with {id, ok, result} or {id, ok: false, error}.
 
 // pywebview injects the channel once the page has loaded; a window that has not done so by
 // then has no working bridge.

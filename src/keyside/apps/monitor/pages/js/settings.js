@@ -85,8 +85,17 @@ class SecretCard {
     const withheld = secret.binding === "mismatch";
     this.root.dataset.configured = String(this.configured);
     this.root.dataset.binding = withheld ? "mismatch" : "ok";
-    this.badge.textContent = withheld ? "Withheld" : this.configured ? "Set" : "Not set";
-    this.badge.className = `badge ${withheld ? "warn" : this.configured ? "ok" : "muted"}`;
+    let badgeText = "Not set";
+    let badgeKind = "muted";
+    if (withheld) {
+      badgeText = "Withheld";
+      badgeKind = "warn";
+    } else if (this.configured) {
+      badgeText = "Set";
+      badgeKind = "ok";
+    }
+    this.badge.textContent = badgeText;
+    this.badge.className = `badge ${badgeKind}`;
     this.deleteButton.disabled = !this.configured && !withheld;
     if (withheld) {
       this.validation.replaceChildren(...describeWithheld(secret));

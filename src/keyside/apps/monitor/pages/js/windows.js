@@ -8,7 +8,8 @@ const LINK_IN_TERMINAL_TEXT = "Open the link keyside printed in the terminal to 
 
 /**
  * Ask the host to open (or focus) the settings window. When the host printed a link in the
- * terminal instead of opening a window (opened_in "terminal"), `notice` tells the user to open it.
+ * terminal instead of opening a window (opened_in "terminal"), `notice` shows a message that
+ * points the user to that link.
  * A host without an open_window command gets a fallback: the settings page's own URL when
  * app_config lists one, else a message in `notice` that shows the user where the settings are.
  * (Browser mode serves each window on its own origin, so the settings page has a URL of its
