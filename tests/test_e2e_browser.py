@@ -25,13 +25,10 @@ import pytest
 from conftest import need
 from e2e.fixtures import foreign_site, running_providers
 from e2e.flow import (
-    WRONG_KEY,
+    ARTIFACTS,
     PlaywrightUiPage,
-    check_dashboard_with_keys,
-    check_pages_clean,
-    check_window_capabilities,
-    enter_keys_through_settings,
-    read_token,
+    check_empty_dashboard,
+    run_keys_flow,
     texts_containing,
     wait_for_panel,
 )
@@ -46,7 +43,6 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
 ]
-ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 ATTACKER_KEY = "attacker-key-0000000000"
 
 
@@ -102,9 +98,7 @@ async def test_browser_flow_keys_stay_out(tmp_path: Path, providers: FakeProvide
         main_page = await context.new_page()
         await main_page.goto(main_url)
         main = PlaywrightUiPage(main_page)
-        await wait_for_panel(main, "panel-quotes", "missing")
-        await wait_for_panel(main, "panel-headlines", "data", "First headline")
-        await check_window_capabilities(main)
+        await check_empty_dashboard(main)
 
         # Settings opens through the dashboard: keyside hands the browser a new one-time link.
         await main.click("[data-role=open-settings]")
@@ -114,18 +108,9 @@ async def test_browser_flow_keys_stay_out(tmp_path: Path, providers: FakeProvide
         await settings_page.goto(settings_url)
         settings = PlaywrightUiPage(settings_page)
 
-        await enter_keys_through_settings(settings, providers)
-        await check_dashboard_with_keys(main, providers)
-
-        ARTIFACTS.mkdir(exist_ok=True)
-        await main.screenshot(ARTIFACTS / "browser-dashboard.png")
-        await settings.screenshot(ARTIFACTS / "browser-settings.png")
-
         # The proofs: no key (and no token) in the pages, cookies, responses or console.
-        token = await read_token(main)
-        secrets_only = [*providers.keys.values(), WRONG_KEY]
+        secrets_only, token = await run_keys_flow(main, settings, providers, "browser")
         needles = [*secrets_only, token]
-        await check_pages_clean({"main": main, "settings": settings}, needles)
 
         cookies = await context.cookies()
         assert cookies, "the session cookies are missing"

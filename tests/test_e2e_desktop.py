@@ -24,13 +24,10 @@ from conftest import need
 from e2e.cdp import CdpBrowser, CdpPage
 from e2e.fixtures import foreign_site, running_providers
 from e2e.flow import (
-    WRONG_KEY,
     CdpUiPage,
-    check_dashboard_with_keys,
-    check_pages_clean,
+    check_empty_dashboard,
     check_window_capabilities,
-    enter_keys_through_settings,
-    read_token,
+    run_keys_flow,
     texts_containing,
     wait_for_panel,
 )
@@ -39,7 +36,6 @@ from e2e.session import KeysideRun
 
 pytestmark = [pytest.mark.desktop, pytest.mark.netns]
 
-ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 # Qt splits this variable at spaces unless an argument is quoted, as the resolver rules must be.
 QT_FLAGS = ('--no-sandbox --disable-gpu --disable-background-networking '
             '"--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"')
@@ -121,26 +117,15 @@ async def test_desktop_flow_keys_stay_out(tmp_path: Path, xvfb: str, providers: 
         assert "QTWEBENGINE_REMOTE_DEBUGGING is set" in run.stderr
         main_cdp = await window_page(run, devtools, "main")
         main = CdpUiPage(main_cdp)
-        await wait_for_panel(main, "panel-quotes", "missing")
-        await wait_for_panel(main, "panel-headlines", "data", "First headline")
-        await check_window_capabilities(main)
+        await check_empty_dashboard(main)
 
         # The dashboard's Settings button opens the second native window.
         await main.click("[data-role=open-settings]")
         settings_cdp = await window_page(run, devtools, "settings")
         settings = CdpUiPage(settings_cdp)
 
-        await enter_keys_through_settings(settings, providers)
-        await check_dashboard_with_keys(main, providers)
-
-        ARTIFACTS.mkdir(exist_ok=True)
-        await main.screenshot(ARTIFACTS / "desktop-dashboard.png")
-        await settings.screenshot(ARTIFACTS / "desktop-settings.png")
-
-        token = await read_token(main)
-        secrets_only = [*providers.keys.values(), WRONG_KEY]
+        secrets_only, token = await run_keys_flow(main, settings, providers, "desktop")
         needles = [*secrets_only, token]
-        await check_pages_clean({"main": main, "settings": settings}, needles)
 
         cookies = (await main_cdp.send("Network.getAllCookies"))["cookies"]
         assert [c["name"] for c in cookies if any(n in c["value"] for n in needles)] == []

@@ -169,7 +169,7 @@ class CdpUiPage:
 
 
 async def wait_until(page: UiPage, function: str, arg: Any = None, *, timeout_s: float = WAIT_S,
-                     what: str = "condition") -> Any:
+                     description: str = "condition") -> Any:
     """Evaluate `function(arg)` in the page until it returns a truthy value; return that value."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     last: Any = None
@@ -178,7 +178,7 @@ async def wait_until(page: UiPage, function: str, arg: Any = None, *, timeout_s:
         if last:
             return last
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last value {last!r}")
+            raise AssertionError(f"timed out waiting for {description}, last value {last!r}")
         await asyncio.sleep(POLL_S)
 
 
@@ -189,7 +189,7 @@ def card(name: str) -> str:
 
 
 async def wait_for_card(page: UiPage, name: str) -> None:
-    await wait_until(page, "(s) => !!document.querySelector(s)", card(name), what=f"the {name} card")
+    await wait_until(page, "(s) => !!document.querySelector(s)", card(name), description=f"the {name} card")
 
 
 async def card_message(page: UiPage, name: str) -> dict[str, str]:
@@ -208,7 +208,7 @@ async def run_card_action(page: UiPage, name: str, button: str, expect: str) -> 
       const busy = node && node.closest("article").getAttribute("aria-busy") === "true";
       if (!node || busy || node.textContent === before || !node.textContent.includes(expect)) return null;
       return { text: node.textContent, kind: node.dataset.kind || "" };
-    }""", [name, before, expect], what=f"{button} on {name} to report {expect!r}")
+    }""", [name, before, expect], description=f"{button} on {name} to report {expect!r}")
 
 
 async def field_value(page: UiPage, name: str) -> str:
@@ -234,7 +234,7 @@ async def save_key(page: UiPage, name: str, value: str) -> None:
     assert value == "", f"{name}: the field still has {len(value)} characters after saving"
     # The card reloads the secret list after the message, so "Set" may show a moment later.
     await wait_until(page, "(s) => document.querySelector(s)?.dataset.configured === 'true'", card(name),
-                     what=f"{name} shown as set after saving")
+                     description=f"{name} shown as set after saving")
 
 
 # -- dashboard ----------------------------------------------------------------------------
@@ -248,9 +248,9 @@ async def wait_for_panel(page: UiPage, panel: str, state: str, text: str | None 
     return await wait_until(page, """([id, state, text]) => {
       const node = document.getElementById(id);
       if (!node || node.dataset.state !== state) return null;
-      const shown = node.textContent;
-      return text === null || shown.includes(text) ? shown : null;
-    }""", [panel, state, text], what=f"{panel} in state {state!r}" + (f" showing {text!r}" if text else ""))
+      const panelText = node.textContent;
+      return text === null || panelText.includes(text) ? panelText : null;
+    }""", [panel, state, text], description=f"{panel} in state {state!r}" + (f" showing {text!r}" if text else ""))
 
 
 async def brief_text(page: UiPage) -> str:
@@ -313,11 +313,11 @@ async def check_dashboard_with_keys(main: UiPage, providers: FakeProviders) -> N
     # whole response would never show the first word.
     words = [token.strip(" -.") for token in BRIEF_TOKENS]
     for index, word in enumerate(words):
-        shown = await wait_until(main, """(word) => {
+        brief = await wait_until(main, """(word) => {
           const text = document.querySelector("#panel-brief [data-role=body]")?.textContent || "";
           return text.includes(word) ? text : null;
-        }""", word, what=f"brief word {word!r}")
-        early = [later for later in words[index + 1:] if later in shown]
+        }""", word, description=f"brief word {word!r}")
+        early = [later for later in words[index + 1:] if later in brief]
         assert early == [], f"words shown before the fake sent them: {early}"
         providers.release_token()
     await wait_for_panel(main, "panel-brief", "data")
@@ -358,3 +358,33 @@ async def check_pages_clean(pages: dict[str, UiPage], needles: list[str]) -> Non
         assert found["globals"] == [], f"{label}: in JS globals at {found['globals']}"
         assert found["globals_visited"] > 1000, f"{label}: the globals walk stopped early"
         assert found["storage"] == [], f"{label}: in storage {found['storage_summary']}"
+
+
+# Screenshots of both windows in both modes. The folder is not in git.
+ARTIFACTS = Path(__file__).resolve().parent.parent.parent / "test-artifacts"
+
+
+async def check_empty_dashboard(main: UiPage) -> None:
+    """Wait for the dashboard of an empty vault, then check the window's capabilities."""
+    await wait_for_panel(main, "panel-quotes", "missing")
+    await wait_for_panel(main, "panel-headlines", "data", "First headline")
+    await check_window_capabilities(main)
+
+
+async def run_keys_flow(main: UiPage, settings: UiPage, providers: FakeProviders, mode: str) -> tuple[list[str], str]:
+    """Enter the keys in settings, check the dashboard and prove that no page contains a key or the token.
+
+    Screenshots go to ARTIFACTS as `<mode>-dashboard.png` and `<mode>-settings.png`. Return the
+    secret values (the real keys and WRONG_KEY) and the sidecar token for the mode's own proofs.
+    """
+    await enter_keys_through_settings(settings, providers)
+    await check_dashboard_with_keys(main, providers)
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    await main.screenshot(ARTIFACTS / f"{mode}-dashboard.png")
+    await settings.screenshot(ARTIFACTS / f"{mode}-settings.png")
+
+    token = await read_token(main)
+    secrets = [*providers.keys.values(), WRONG_KEY]
+    await check_pages_clean({"main": main, "settings": settings}, [*secrets, token])
+    return secrets, token
