@@ -131,6 +131,12 @@ def error_reason(body: bytes) -> str | None:
         return None
 
 
+def redirect_path(service_name: str, target: UpstreamServer, extra_query: str = "") -> str:
+    """Build a sidecar path whose upstream responds with a redirect to `target`'s /echo/landed."""
+    location = quote(target.url("/echo/landed"), safe="")
+    return f"/api/svc/{service_name}/redirect?to={location}{extra_query}"
+
+
 # ---- Host header -------------------------------------------------------------------------------
 
 
@@ -462,8 +468,7 @@ async def test_same_origin_redirect_keeps_key(sidecar: SidecarProcess, client: a
 async def test_cross_origin_redirect_drops_key(sidecar: SidecarProcess, upstreams: dict[str, UpstreamServer],
                                                client: aiohttp.ClientSession) -> None:
     clear(upstreams)
-    target = quote(upstreams["other"].url("/echo/landed"), safe="")
-    status, _, _ = await get(client, sidecar, f"/api/svc/bearer/redirect?to={target}")
+    status, _, _ = await get(client, sidecar, redirect_path("bearer", upstreams["other"]))
     assert status == 200
     (received,) = upstreams["other"].requests
     assert received.path == "/echo/landed"
@@ -474,8 +479,7 @@ async def test_cross_origin_redirect_drops_key(sidecar: SidecarProcess, upstream
 async def test_redirect_to_unallowed_loopback_denied(sidecar: SidecarProcess, upstreams: dict[str, UpstreamServer],
                                                      client: aiohttp.ClientSession) -> None:
     clear(upstreams)
-    target = quote(upstreams["stranger"].url("/echo/landed"), safe="")
-    status, _, body = await get(client, sidecar, f"/api/svc/bearer/redirect?to={target}")
+    status, _, body = await get(client, sidecar, redirect_path("bearer", upstreams["stranger"]))
     assert status == 502
     assert error_reason(body) == "deny_loopback"
     assert not upstreams["stranger"].requests
@@ -484,8 +488,7 @@ async def test_redirect_to_unallowed_loopback_denied(sidecar: SidecarProcess, up
 async def test_redirect_copying_query_key_denied(sidecar: SidecarProcess, upstreams: dict[str, UpstreamServer],
                                                  client: aiohttp.ClientSession) -> None:
     clear(upstreams)
-    target = quote(upstreams["other"].url("/echo/landed"), safe="")
-    status, _, body = await get(client, sidecar, f"/api/svc/query/redirect?to={target}&keep_query=1")
+    status, _, body = await get(client, sidecar, redirect_path("query", upstreams["other"], "&keep_query=1"))
     assert status == 502
     assert error_reason(body) == "redirect_leaks_secret"
     assert not upstreams["other"].requests
