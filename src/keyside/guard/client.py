@@ -121,38 +121,31 @@ class GuardedResponse:
         if declared is not None and declared > self._max_bytes:
             raise self._too_large(f"announces {declared} bytes")
 
-        if not self._encodings:
-            # Nothing to decode, so the raw bytes are the decoded bytes and one count covers the cap.
-            total = 0
-            while True:
-                chunk = await self._read_some()
-                if not chunk:
-                    return
-                total += len(chunk)
-                if total > self._max_bytes:
-                    raise self._too_large("sent more")
-                yield chunk
-
-        decoder = BodyDecoder(self._encodings)
+        # Without a content coding the raw bytes are the decoded bytes, so the raw count covers
+        # the cap and the body skips the decoder.
+        decoder = BodyDecoder(self._encodings) if self._encodings else None
         raw_total = 0
         decoded_total = 0
         while True:
             chunk = await self._read_some()
-            if not chunk:
-                break
             raw_total += len(chunk)
             if raw_total > self._max_bytes:
                 raise self._too_large("sent more")
-            for piece in decoder.feed(chunk):
+            if decoder is None:
+                if not chunk:
+                    return
+                yield chunk
+                continue
+
+            # An empty chunk is the end of the body, where the decoder flushes what it buffered.
+            pieces = decoder.feed(chunk) if chunk else decoder.finish()
+            for piece in pieces:
                 decoded_total += len(piece)
                 if decoded_total > self._max_bytes:
                     raise self._too_large("decodes to more")
                 yield piece
-        for piece in decoder.finish():
-            decoded_total += len(piece)
-            if decoded_total > self._max_bytes:
-                raise self._too_large("decodes to more")
-            yield piece
+            if not chunk:
+                return
 
     async def read(self) -> bytes:
         """Return the whole decoded body, under the same limits as iter_chunks."""
