@@ -156,8 +156,9 @@ class GuardedResponse:
         try:
             if asyncio.get_running_loop().time() >= self._deadline:
                 raise TimeoutError
-            # Bytes that already arrived (a small body comes in the packet of the headers) are
-            # taken without arming a timer; only a read that has to wait runs under the deadline.
+            # Bytes that already arrived are taken without arming a timer, because a small body
+            # often comes in the packet of the headers. Only a read that has to wait runs under
+            # the deadline.
             data = content.read_nowait()
             if data or content.is_eof():
                 return data
