@@ -7,7 +7,9 @@ and checks the state, the reason, and that no token reached a listener that did 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import re
 import signal
 import socket
 import threading
@@ -34,6 +36,8 @@ from test_host_support import (
 )
 
 SETTINGS_URL = f"{PAGE_ORIGIN}/settings.html"
+# A session token: 256 bits as 64 hex digits.
+TOKEN_PATTERN = re.compile(r"\b[0-9a-f]{64}\b")
 
 
 @pytest.fixture
@@ -120,6 +124,22 @@ def test_start_failure_reason(manifest, tmp_path, record, mode, options, reason)
     assert host.sidecar_credentials() is None
     for entry in starts(record):
         assert process_gone(entry["pid"])
+
+
+def test_stderr_lines_are_redacted(manifest, tmp_path, record, caplog):
+    caplog.set_level(logging.INFO, logger="keyside")
+    host, error = _start_failure(manifest, tmp_path, fake_sidecar("leak_stderr", record=record))
+    assert error.reason == "sidecar_exited"
+
+    host_log = (tmp_path / "logs" / "host.log").read_text(encoding="utf-8")
+    for output in (caplog.text, host_log):
+        # The lines were forwarded, with each value masked.
+        assert "token=[REDACTED]" in output
+        assert "secret ECHO_KEY=[REDACTED]" in output
+        assert "?[query removed]" in output
+        assert TOKEN_PATTERN.search(output) is None
+        assert ECHO_KEY not in output
+        assert "query-secret-1234" not in output
 
 
 def test_start_failure_spawn(manifest, tmp_path):

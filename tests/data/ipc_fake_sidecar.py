@@ -11,6 +11,8 @@ Modes:
     claim_port    report --claim-port P as its port, with a proof for the port it really bound
     fatal         write a fatal line and exit with status 3
     exit          exit with status 1 right after reading the bootstrap
+    leak_stderr   write the token, every secret and a URL with a query to stderr, then exit with
+                  status 1 (the host must redact all of them before it logs the lines)
     garbage       write a line that is not JSON
     crash_after   like ok, then exit with status 1 after --delay-s seconds
     no_origins    like ok, but reject set_origins as an unknown request type
@@ -112,6 +114,12 @@ class FakeSidecar:
 
         mode = self.args.mode
         if mode == "exit":
+            return 1
+        if mode == "leak_stderr":
+            print(f"token={self.token}", file=sys.stderr)
+            for name, value in self.secrets.items():
+                print(f"secret {name}={value}", file=sys.stderr)
+            print("fetching https://upstream.invalid/v1?api_key=query-secret-1234", file=sys.stderr, flush=True)
             return 1
         if mode == "fatal":
             self.write({"type": "fatal", "reason": "port_unavailable", "message": "no port to bind"})
