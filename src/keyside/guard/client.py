@@ -452,7 +452,7 @@ def _prepare_headers(headers: Mapping[str, str] | None) -> CIMultiDict[str]:
 
 
 def _host_of(url: str) -> str:
-    """Return "host=...:port" for a log line, or a placeholder when the URL did not parse."""
+    """Return "target=HOST:PORT" for a log line, or a placeholder when the URL did not parse."""
     try:
         return f"target={check_url(url).host_port}"
     except GuardDenied:
