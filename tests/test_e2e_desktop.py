@@ -181,3 +181,8 @@ async def test_desktop_window_stays_on_origin(tmp_path: Path, xvfb: str, provide
         await asyncio.wait_for(check_window_capabilities(main), 30)
 
     assert run.status == 0
+    # The rejections are logged, but no query of the rejected URLs reaches stdout, stderr or a log file.
+    assert f"navigation blocked reason=navigation_not_allowed window=main main_frame=True link=True " \
+           f"target={foreign}" in run.stderr
+    outputs = {"stdout": run.stdout, "stderr": run.stderr, **run.log_texts()}
+    assert texts_containing(outputs, ["?script", "?link", "?new"]) == []
