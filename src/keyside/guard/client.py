@@ -394,8 +394,10 @@ class GuardedClient:
             raise GuardDenied("connect_failed", f"Connecting to {target.host_port} failed: "
                               f"{error.os_error.strerror or type(error.os_error).__name__}.") from None
         except aiohttp.ClientResponseError as error:
+            # aiohttp's parser message quotes the offending bytes, which may echo a key, so only
+            # the error type reaches the message.
             raise GuardDenied("response_invalid", f"{target.host_port} sent an invalid HTTP response "
-                              f"({error.message}).") from None
+                              f"({type(error).__name__}).") from None
         except aiohttp.ClientError as error:
             raise GuardDenied("upstream_failed", f"Request to {target.host_port} failed: "
                               f"{type(error).__name__}.") from None
