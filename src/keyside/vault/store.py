@@ -1,8 +1,12 @@
 """The storage interface behind a Vault, the JSON encoding of its entries, and the memory store.
 
-A store contains all of one app's secrets as one mapping of name to value. `update` is the only way
-to change it: the store takes its lock, re-reads the persisted mapping, applies the change and
-writes the result, so two writers that change different names never lose each other's update.
+A store contains all of one app's secrets as one mapping of name to value. `update` changes it,
+and the keyring store's `load` also writes when it migrates old entries. Both run under the
+store's lock. `update` re-reads the persisted mapping, applies the change and writes the result,
+so two keyside writers that change different names keep each other's update.
+The file store and the keyring store lock across processes through a lock file. When the keyring
+store cannot create its lock file's folder, it logs a warning and serializes only the writers in
+its own process. A keyring manager or another tool that edits the entry takes no lock at all.
 """
 
 from __future__ import annotations
