@@ -75,7 +75,7 @@ class InjectSpec:
 
 @dataclass(frozen=True)
 class ValidateSpec:
-    """The request that checks a key: `method path`; the key is valid when it returns `status`."""
+    """The request that checks a key: `method path`. The key is valid when the request returns `status`."""
 
     path: str
     method: str = "GET"
@@ -280,27 +280,33 @@ def _load_inject(path: Path, key: str, data: Any) -> InjectSpec:
         raise _fail(path, key, f"expected exactly one of {', '.join(INJECT_KINDS)}, got {kinds or 'none'}",
                     'write inject = { header = "X-Api-Key" } or { bearer = true } or { query = "api_key" }')
     kind = kinds[0]
+
     if "username" in table.data and kind != "basic":
         raise _fail(path, f"{key}.username", f"applies only to basic, not to {kind}",
                     "remove username, or use inject = { basic = true, username = \"...\" }")
+
     if kind == "header":
         name = table.get_str("header", required=True)
         if not HEADER_NAME_PATTERN.match(name or "") or name.lower() in ("host", "cookie"):
             raise _fail(path, f"{key}.header", f"{name!r} is not a usable header name",
                         'use a header name such as "X-Api-Key"')
         return InjectSpec("header", name=name)
+
     if kind == "query":
         name = table.get_str("query", required=True)
         if not QUERY_PARAM_PATTERN.match(name or ""):
             raise _fail(path, f"{key}.query", f"{name!r} is not a usable query parameter name",
                         'use letters, digits, "_", "." or "-", such as "api_key"')
         return InjectSpec("query", name=name)
+
     if kind == "path":
         template = table.get_str("path", required=True)
         if not template.startswith("/") or template.count("{key}") != 1 or "?" in template:
             raise _fail(path, f"{key}.path", f"{template!r} must start with / and contain {{key}} once",
                         'write path = "/bot{key}"')
         return InjectSpec("path", template=template)
+
+    # bearer and basic take `true`, and basic may name a username.
     if table.data[kind] is not True:
         raise _fail(path, f"{key}.{kind}", f"expected true, got {table.data[kind]!r}",
                     f"write {kind} = true")

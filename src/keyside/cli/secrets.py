@@ -1,9 +1,9 @@
 """`keyside secrets set|list|bind|delete`: manage an app's API keys in its vault.
 
-No command prints any part of a secret value: `set` reads it from a hidden prompt or stdin,
-`list` prints names, whether each is configured, descriptions, the backend in use and any key
-withheld because it was saved for other upstream origins. `bind` moves such a key to the
-origins of the current manifest after the user confirms.
+No command prints any part of a secret value. `set` reads the value from a hidden prompt or
+stdin. `list` prints each name, whether it is configured and its description, then the backend
+in use and any key withheld because it was saved for other upstream origins. `bind` moves such
+a key to the origins of the current manifest after the user confirms.
 """
 
 from __future__ import annotations
@@ -152,8 +152,7 @@ def run_list(args: argparse.Namespace) -> int:
     print()
     print(f"{'NAME':<{width}}  CONFIGURED  DESCRIPTION")
     for row in rows:
-        configured = "withheld" if row.get("binding") == "mismatch" else "yes" if row["configured"] else "no"
-        print(f"{row['name']:<{width}}  {configured:<10}  {row['description']}")
+        print(f"{row['name']:<{width}}  {_configured_label(row):<10}  {row['description']}")
     for name, (recorded, current) in sorted(problems.items()):
         print()
         print(f"{name} is withheld: it is {describe_mismatch(recorded, current)}.")
@@ -168,6 +167,14 @@ def _list_row(vault: Vault, name: str, description: str, problem: tuple[Origins,
         row["binding"] = "mismatch"
         row["recorded_origins"], row["current_origins"] = list(problem[0]), list(problem[1])
     return row
+
+
+def _configured_label(row: dict[str, Any]) -> str:
+    if row.get("binding") == "mismatch":
+        return "withheld"
+    if row["configured"]:
+        return "yes"
+    return "no"
 
 
 def run_bind(args: argparse.Namespace) -> int:

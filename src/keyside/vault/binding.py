@@ -81,10 +81,11 @@ def write_bindings(entries: Entries, bindings: dict[str, Origins]) -> Entries:
     Bindings of names without a value are dropped, and the key is removed when none is left, so
     an entry whose last secret was deleted becomes empty.
     """
-    kept = {name: sorted(origins) for name, origins in bindings.items() if name in entries and name != BINDINGS_KEY}
-    if kept:
-        entries[BINDINGS_KEY] = json.dumps({"version": BINDINGS_VERSION, "origins": kept}, sort_keys=True,
-                                           separators=(",", ":"))
+    stored_bindings = {name: sorted(origins) for name, origins in bindings.items()
+                       if name in entries and name != BINDINGS_KEY}
+    if stored_bindings:
+        entries[BINDINGS_KEY] = json.dumps({"version": BINDINGS_VERSION, "origins": stored_bindings},
+                                           sort_keys=True, separators=(",", ":"))
     else:
         entries.pop(BINDINGS_KEY, None)
     return entries
