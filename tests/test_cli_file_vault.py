@@ -254,6 +254,7 @@ def test_wrong_passphrase_names_fd(app_dir, keyside, vault_file):
     result, fd = list_with_passphrase_fd(keyside, app_dir, vault_file, b"not the passphrase\n")
     assert result.returncode == 1, result.stderr
     assert f"The passphrase came from --passphrase-fd {fd}" in result.stderr
+    assert "not the passphrase" not in result.stderr
 
 
 def test_right_passphrase_from_environment_lists(app_dir, keyside, vault_file):

@@ -133,6 +133,24 @@ def test_wrong_passphrase_never_writes(vault_path):
     assert open_file_vault(vault_path).get("ALPHA_KEY") == ALPHA_VALUE
 
 
+def test_logs_hide_values_and_passphrase(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="keyside")
+    path = tmp_path / "vault.enc"
+    vault = open_file_vault(path)
+    vault.set("ALPHA_KEY", ALPHA_VALUE)
+    vault.set("BETA_KEY", BETA_VALUE)
+    path.chmod(0o644)
+    reopened = open_file_vault(path)
+    assert reopened.get("ALPHA_KEY") == ALPHA_VALUE
+    reopened.delete("BETA_KEY")
+
+    assert "file vault written" in caplog.text
+    assert "file vault readable by others" in caplog.text
+    assert ALPHA_VALUE not in caplog.text
+    assert BETA_VALUE not in caplog.text
+    assert PASSPHRASE not in caplog.text
+
+
 @pytest.mark.parametrize("case", TAMPERING, ids=[case["id"] for case in TAMPERING])
 def test_tampered_file_rejected_unchanged(vault_path, case):
     tamper(vault_path, case)
