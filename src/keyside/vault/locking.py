@@ -17,8 +17,9 @@ from pathlib import Path
 
 from keyside.vault.errors import VAULT_WRITE_FAILED, VaultError
 
-# A writer keeps the lock for one read, one encryption and one write. scrypt takes about a
-# second on a slow machine, so ten seconds of waiting means a stuck process, not a busy one.
+# A writer keeps the lock for one read, one encryption and one write. scrypt took under half a
+# second here (see SCRYPT_N in file_store.py), and ten seconds leaves room for a machine several
+# times slower, so a longer wait means a stuck process, not a busy one.
 LOCK_TIMEOUT_S = 10.0
 LOCK_POLL_INTERVAL_S = 0.02
 
