@@ -56,7 +56,8 @@ CIPHER = "AES-256-GCM"
 KDF_NAME = "scrypt"
 
 # scrypt cost for new files: N=2**17, r=8, p=1 uses 128 MiB and took 0.45-0.47 s per derivation
-# on one core of a 2-core x86_64 machine (cryptography 48, three one-off runs). It is the value the RustCrypto scrypt crate recommends, after the OWASP cheat sheet.
+# on one core of a 2-core x86_64 machine (cryptography 48, three one-off runs). It is the value
+# the RustCrypto scrypt crate recommends, after the OWASP cheat sheet.
 SCRYPT_N = 2**17
 SCRYPT_R = 8
 SCRYPT_P = 1
