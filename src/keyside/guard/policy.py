@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from keyside.errors import KeysideError
 from keyside.guard.addresses import ALLOW_CONFIGURED, IPAddress, Verdict, classify_address
 from keyside.guard.urls import parse_host_port
+from keyside.limits import validate_limit_fields
 
 logger = logging.getLogger(__name__)
 
@@ -58,18 +59,7 @@ class GuardLimits:
     max_concurrent_per_host: int = MAX_CONCURRENT_PER_HOST
 
     def __post_init__(self) -> None:
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if item.name.endswith("_s"):
-                valid = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-                requirement = "a number of seconds above 0"
-            else:
-                minimum = 0 if item.name == "max_redirects" else 1
-                valid = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-                requirement = f"an integer of at least {minimum}"
-            if not valid:
-                raise InvalidPolicy(f"Guard limit {item.name} must be {requirement}, got {value!r}.",
-                                    fix=f"Set {item.name} to a value such as the default {item.default}.")
+        validate_limit_fields(self, "Guard limit", InvalidPolicy, minimums={"max_redirects": 0})
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import keyside
+from keyside.errors import KeysideError
 from keyside.host.channel import ControlChannel, SidecarError
 from keyside.host.session import Session
+from keyside.limits import validate_limit_fields
 from keyside.redact import Redactor
 from keyside.sidecar.protocol import (
     MAX_LINE_BYTES,
@@ -79,6 +81,10 @@ class SidecarState(enum.StrEnum):
     STOPPED = "stopped"
 
 
+class InvalidSupervisorSettings(KeysideError):
+    reason = "invalid_supervisor_settings"
+
+
 @dataclass(frozen=True)
 class SupervisorSettings:
     """Timeouts and restart limits; tests shorten them, apps normally keep the defaults."""
@@ -91,6 +97,9 @@ class SupervisorSettings:
     stable_run_s: float = STABLE_RUN_S
     stop_grace_s: float = STOP_GRACE_S
     eof_exit_s: float = EOF_EXIT_S
+
+    def __post_init__(self) -> None:
+        validate_limit_fields(self, "Supervisor setting", InvalidSupervisorSettings)
 
 
 def default_sidecar_command() -> list[str]:
