@@ -113,6 +113,22 @@ async def test_chunked_body_over_cap(serve: Serve) -> None:
     assert sum(map(len, pieces)) <= CAP
 
 
+@pytest.mark.parametrize("path", [f"/sized?n={CAP + 1}", "/chunked?chunks=64"])
+async def test_read_of_plain_body_over_cap(serve: Serve, path: str) -> None:
+    # read() takes its own loop for a body without a content coding; the cap holds there too.
+    port = await serve(body_app())
+    async with make_client([f"127.0.0.1:{port}"]) as client:
+        with pytest.raises(GuardDenied) as caught:
+            async with client.request("GET", f"http://127.0.0.1:{port}{path}", max_response_bytes=CAP) as response:
+                await response.read()
+    assert caught.value.reason == "response_too_large"
+
+
+async def test_read_of_chunked_plain_body_joins_every_piece(serve: Serve) -> None:
+    body, _ = await _read_all(serve, "/chunked?chunks=3")
+    assert body == b"y" * (3 * 8192)
+
+
 @pytest.mark.parametrize("kind", ["gzip", "gzip-twice", "deflate", "deflate-raw"])
 async def test_compression_bomb_stopped(kind: str, serve: Serve) -> None:
     # 64 MiB of one byte compresses to about 64 KiB; the cap is 64 KiB decoded.

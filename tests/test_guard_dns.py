@@ -189,3 +189,34 @@ async def test_aiohttp_resolve_hook_denies(dns: DnsServer) -> None:
     with pytest.raises(GuardDenied) as caught:
         await _pinning(dns, FakeClock()).resolve("bad.test", 80, family=0)
     assert caught.value.reason == "deny_metadata"
+
+
+async def test_cached_lookup_matches_lookup_until_expiry(dns: DnsServer) -> None:
+    clock = FakeClock()
+    dns.set("dual.test", "2606:4700::1", "93.184.215.14", ttl=30)
+    pinning = _pinning(dns, clock)
+    assert pinning.cached_lookup("dual.test", 443) is None  # nothing resolved yet
+    first = await pinning.lookup("dual.test", 443)
+    assert pinning.cached_lookup("dual.test", 443) == first
+    assert [verdict.address for verdict in first] == ["93.184.215.14", "2606:4700::1"]
+    clock.now += 31
+    assert pinning.cached_lookup("dual.test", 443) is None
+    assert pinning.cached_lookup("dual.test", 80) is None  # another port is another entry
+    assert dns.query_count("dual.test", "A") == 1
+
+
+async def test_cached_lookup_counts_allowance_uses(dns: DnsServer) -> None:
+    dns.set("model.lan", "192.168.1.20", ttl=30)
+    pinning = _pinning(dns, FakeClock(), allow=("model.lan:8080",))
+    await pinning.lookup("model.lan", 8080)
+    pinning.cached_lookup("model.lan", 8080)
+    pinning.cached_lookup("model.lan", 8080)
+    assert pinning.allowance_uses[("model.lan", 8080, "192.168.1.20")] == 3
+
+
+async def test_cached_lookup_never_holds_a_denied_answer(dns: DnsServer) -> None:
+    dns.set("meta.test", "169.254.169.254", ttl=300)
+    pinning = _pinning(dns, FakeClock())
+    with pytest.raises(GuardDenied):
+        await pinning.lookup("meta.test", 80)
+    assert pinning.cached_lookup("meta.test", 80) is None

@@ -19,9 +19,10 @@ import functools
 import logging
 import re
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -31,6 +32,7 @@ from keyside import __version__
 from keyside.guard.addresses import ALLOW_CONFIGURED, ALLOW_PUBLIC, Verdict
 from keyside.guard.body import ACCEPT_ENCODING, BodyDecoder, parse_content_encoding
 from keyside.guard.concurrency import ConcurrencyLimiter
+from keyside.guard.deadline import Deadline
 from keyside.guard.errors import GuardDenied
 from keyside.guard.pinning import PinningResolver, _denied
 from keyside.guard.policy import GuardPolicy
@@ -79,9 +81,10 @@ class GuardedResponse:
     """
 
     def __init__(self, response: aiohttp.ClientResponse, target: CheckedUrl, *, method: str,
-                 encodings: list[str], max_response_bytes: int, deadline: float, redirects: int,
-                 on_close: Callable[[], None] | None = None):
+                 encodings: list[str], max_response_bytes: int, loop: asyncio.AbstractEventLoop,
+                 deadline: float, redirects: int, on_close: Callable[[], None] | None = None):
         self._response = response
+        self._loop = loop
         self._target = target
         self._method = method
         self._encodings = encodings
@@ -149,12 +152,29 @@ class GuardedResponse:
 
     async def read(self) -> bytes:
         """Return the whole decoded body, under the same limits as iter_chunks."""
-        return b"".join([piece async for piece in self.iter_chunks()])
+        if self._encodings or self._started:
+            return b"".join([piece async for piece in self.iter_chunks()])
+        # Without a content coding this is iter_chunks' loop without an async generator, which
+        # costs a few microseconds per body, and most bodies arrive in one piece.
+        self._started = True
+        if self._method == "HEAD" or self.status in NO_BODY_STATUSES:
+            return b""
+        declared = self._response.content_length
+        if declared is not None and declared > self._max_bytes:
+            raise self._too_large(f"announces {declared} bytes")
+        chunks: list[bytes] = []
+        total = 0
+        while chunk := await self._read_some():
+            total += len(chunk)
+            if total > self._max_bytes:
+                raise self._too_large("sent more")
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _read_some(self) -> bytes:
         content = self._response.content
         try:
-            if asyncio.get_running_loop().time() >= self._deadline:
+            if self._loop.time() >= self._deadline:
                 raise TimeoutError
             # Bytes that already arrived are taken without arming a timer, because a small body
             # often comes in the packet of the headers. Only a read that has to wait runs under
@@ -162,7 +182,7 @@ class GuardedResponse:
             data = content.read_nowait()
             if data or content.is_eof():
                 return data
-            async with asyncio.timeout_at(self._deadline):
+            with Deadline(self._loop, self._deadline):
                 return await content.readany()
         except aiohttp.SocketTimeoutError:
             raise GuardDenied("timeout_read", f"{self._target.host_port} sent nothing for the idle-read "
@@ -294,9 +314,8 @@ class GuardedClient:
         A cross-origin redirect whose URL still contains one of `sensitive_values` is denied
         with `redirect_leaks_secret`. Every failure raises GuardDenied with a named reason.
         """
-        send = functools.partial(self._send, method, url, headers, data, follow_redirects, max_response_bytes,
-                                 tuple(sensitive_headers), tuple(sensitive_query_params), tuple(sensitive_values))
-        return _RequestContext(send, method, url)
+        return _RequestContext(self, method, url, headers, data, follow_redirects, max_response_bytes,
+                               tuple(sensitive_headers), tuple(sensitive_query_params), tuple(sensitive_values))
 
     async def _send(self, method: str, url: str, headers: Mapping[str, str] | None,
                     data: bytes | AsyncIterable[bytes] | None, follow_redirects: bool,
@@ -323,7 +342,7 @@ class GuardedClient:
                     # The deadline starts once the request holds a slot, so queueing never
                     # turns into a timeout.
                     deadline = loop.time() + limits.total_timeout_s
-                response = await self._open(method, target, request_headers, body, deadline)
+                response = await self._open(method, target, request_headers, body, loop, deadline)
             except BaseException:
                 self._limiter.release(host)
                 raise
@@ -338,7 +357,8 @@ class GuardedClient:
                     self._limiter.release(host)
                     raise
                 return GuardedResponse(response, target, method=method, encodings=encodings,
-                                       max_response_bytes=max_bytes, deadline=deadline, redirects=redirects,
+                                       max_response_bytes=max_bytes, loop=loop, deadline=deadline,
+                                       redirects=redirects,
                                        on_close=functools.partial(self._limiter.release, host))
 
             try:
@@ -366,11 +386,14 @@ class GuardedClient:
             body = body if hop.keep_body else None
 
     async def _open(self, method: str, target: CheckedUrl, headers: CIMultiDict[str],
-                    body: bytes | AsyncIterable[bytes] | None, deadline: float) -> aiohttp.ClientResponse:
-        verdicts = await self._pinning.lookup(target.host, target.port)
+                    body: bytes | AsyncIterable[bytes] | None, loop: asyncio.AbstractEventLoop,
+                    deadline: float) -> aiohttp.ClientResponse:
+        # A cached answer is taken without creating lookup()'s coroutine.
+        verdicts = (self._pinning.cached_lookup(target.host, target.port)
+                    or await self._pinning.lookup(target.host, target.port))
         token = self._pinning.pin(target.host, target.port, verdicts)
         try:
-            async with asyncio.timeout_at(deadline):
+            with Deadline(loop, deadline):
                 return await self._get_session().request(
                     method, URL(target.url, encoded=True), headers=headers, data=body,
                     allow_redirects=False, auto_decompress=False,
@@ -408,22 +431,23 @@ class GuardedClient:
 class _RequestContext(AbstractAsyncContextManager[GuardedResponse]):
     """`async with client.request(...)`: send on entry, log a denial, close the response on exit.
 
-    A plain class rather than contextlib.asynccontextmanager, which adds a generator and several
-    coroutine steps to every request.
+    A plain class that calls GuardedClient._send directly. contextlib.asynccontextmanager, or a
+    functools.partial in between, would add a generator or a call to every request.
     """
 
-    def __init__(self, send: Callable[[], Awaitable[GuardedResponse]], method: str, url: str):
-        self._send = send
-        self._method = method
-        self._url = url
+    __slots__ = ("_client", "_args", "_response")
+
+    def __init__(self, client: GuardedClient, *args: Any):
+        self._client = client
+        self._args = args
         self._response: GuardedResponse | None = None
 
     async def __aenter__(self) -> GuardedResponse:
         try:
-            self._response = await self._send()
+            self._response = await self._client._send(*self._args)
         except GuardDenied as error:
-            logger.warning("outbound request failed reason=%s method=%s %s", error.reason, self._method,
-                           _host_of(self._url))
+            method, url = self._args[0], self._args[1]
+            logger.warning("outbound request failed reason=%s method=%s %s", error.reason, method, _host_of(url))
             raise
         return self._response
 

@@ -40,6 +40,10 @@ DNS_CACHE_MAX_ENTRIES = 1024
 _request_pins: contextvars.ContextVar[dict[tuple[str, int], tuple[Verdict, ...]] | None] = \
     contextvars.ContextVar("keyside_guard_request_pins", default=None)
 
+# A cached answer: expiry, verdicts as resolved, verdicts in dial order, and the addresses that
+# only an explicit allowance made dialable.
+_CacheEntry = tuple[float, tuple[Verdict, ...], tuple[Verdict, ...], tuple[str, ...]]
+
 
 class PinningResolver(AbstractResolver):
     """Resolves with a Resolver, classifies every answer under a policy, caches by TTL."""
@@ -49,7 +53,8 @@ class PinningResolver(AbstractResolver):
         self.resolver = resolver
         self.policy = policy
         self._clock = clock
-        self._cache: OrderedDict[tuple[str, int], tuple[float, tuple[Verdict, ...]]] = OrderedDict()
+        # Only answers whose every address is allowed are cached.
+        self._cache: OrderedDict[tuple[str, int], _CacheEntry] = OrderedDict()
         # (address, port) pairs that an explicit allowance made dialable.
         self._lifted: set[tuple[str, int]] = set()
         # Requests that used an explicit allowance, per (host, port, address).
@@ -63,10 +68,9 @@ class PinningResolver(AbstractResolver):
         key = (host, port)
         cached = self._cache.get(key)
         if cached is not None:
-            expires, verdicts = cached
-            if self._clock() < expires:
+            if self._clock() < cached[0]:
                 self._cache.move_to_end(key)
-                return verdicts
+                return cached[1]
             del self._cache[key]
 
         literal = _literal(host)
@@ -80,7 +84,8 @@ class PinningResolver(AbstractResolver):
             verdicts = tuple(dict.fromkeys(self.policy.decide(host, port, answer.ip) for answer in answers))
             ttl = min(min(answer.ttl for answer in answers), MAX_DNS_CACHE_TTL_S)
         if ttl > 0 and all(verdict.allowed for verdict in verdicts):
-            self._cache[key] = (self._clock() + ttl, verdicts)
+            configured = tuple(verdict.address for verdict in verdicts if verdict.reason == ALLOW_CONFIGURED)
+            self._cache[key] = (self._clock() + ttl, verdicts, _dial_order(verdicts), configured)
             while len(self._cache) > DNS_CACHE_MAX_ENTRIES:
                 self._cache.popitem(last=False)
         return verdicts
@@ -91,6 +96,9 @@ class PinningResolver(AbstractResolver):
         Every answer must be allowed: one private answer among public ones denies the host,
         because which answer a later connection uses is not under the guard's control.
         """
+        cached = self.cached_lookup(host, port)
+        if cached is not None:
+            return cached
         verdicts = await self.inspect(host, port)
         for verdict in verdicts:
             if not verdict.allowed:
@@ -98,7 +106,22 @@ class PinningResolver(AbstractResolver):
         for verdict in verdicts:
             if verdict.reason == ALLOW_CONFIGURED:
                 self._note_allowance_use(host, port, verdict.address)
-        return tuple(sorted(verdicts, key=lambda verdict: ":" in verdict.address))
+        return _dial_order(verdicts)
+
+    def cached_lookup(self, host: str, port: int) -> tuple[Verdict, ...] | None:
+        """Return what lookup() would from a cached, still valid answer, or None without one.
+
+        A plain call, where lookup() is a coroutine: the request path takes it first, because
+        almost every request finds its host in the cache.
+        """
+        key = (host, port)
+        cached = self._cache.get(key)
+        if cached is None or self._clock() >= cached[0]:
+            return None
+        self._cache.move_to_end(key)
+        for address in cached[3]:
+            self._note_allowance_use(host, port, address)
+        return cached[2]
 
     def _note_allowance_use(self, host: str, port: int, address: str) -> None:
         # The first use of each allowed host, port and address is logged at INFO. Later uses are
@@ -163,6 +186,13 @@ class PinningResolver(AbstractResolver):
 
     def clear_cache(self) -> None:
         self._cache.clear()
+
+
+def _dial_order(verdicts: tuple[Verdict, ...]) -> tuple[Verdict, ...]:
+    """IPv4 addresses first, each family in answer order."""
+    if len(verdicts) < 2:
+        return verdicts
+    return tuple(sorted(verdicts, key=lambda verdict: ":" in verdict.address))
 
 
 def _literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
