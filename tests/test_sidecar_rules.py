@@ -11,6 +11,7 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from keyside.manifest import InjectSpec, ServiceSpec, ValidateSpec
+from keyside.redact import MASK, Redactor
 from keyside.sidecar.config import BootstrapError, check_secret_value, normalise_origin, parse_bootstrap
 from keyside.sidecar.forward_headers import forward_request_headers, response_headers
 from keyside.sidecar.inject import build_outbound
@@ -18,6 +19,7 @@ from keyside.sidecar.proxy_paths import check_forward_path, check_query, drop_qu
 from keyside.sidecar.responses import SidecarHttpError
 from keyside.sidecar.scrub import ScrubPattern
 from keyside.sidecar.tokens import TokenConflict, TokenRegistry
+from keyside.sidecar.traffic import TrafficLog
 from keyside.sidecar.validation import classify_status
 
 DATA = Path(__file__).parent / "data"
@@ -308,3 +310,35 @@ def test_validation_status_classified(status: int, result: str, reason: str) -> 
     assert classified.result == result
     assert classified.reason == reason
     assert classified.status == status
+
+
+# --- the token list and the traffic log, which run on every request ---
+
+def test_token_values_follow_every_change() -> None:
+    registry = TokenRegistry("ui-token-0123456789")
+    registry.add_exec_token("job", "exec-token-0123456789", frozenset({"openai"}))
+    assert set(registry.values()) == {"ui-token-0123456789", "exec-token-0123456789"}
+    registry.set_ui_token("ui-token-rotated-0123")
+    assert set(registry.values()) == {"ui-token-rotated-0123", "exec-token-0123456789"}
+    assert registry.match("ui-token-0123456789") is None
+    assert registry.revoke_exec_token("job")
+    assert registry.values() == ("ui-token-rotated-0123",)
+    assert registry.match("exec-token-0123456789") is None
+
+
+def test_traffic_entry_masks_path_and_drops_query() -> None:
+    traffic = TrafficLog(Redactor(["sk-live-0123456789"]))
+    traffic.record(started_wall=1.0, method="GET", raw_path="/api/svc/x/sk-live-0123456789?key=other-secret",
+                   status=200, duration_s=0.0015, service="x", reason=None)
+    traffic.record(started_wall=2.0, method="POST", raw_path="/api/nowhere", status=404, duration_s=0.0,
+                   service=None, reason="not_found")
+    first, second = traffic.entries()
+    assert first["path"] == f"/api/svc/x/{MASK}"
+    assert "other-secret" not in json.dumps(traffic.entries())
+    assert first["duration_ms"] == 1.5
+    assert second["reason"] == "not_found"
+    counters = traffic.counters()
+    assert counters["by_status"] == {"2xx": 1, "4xx": 1}
+    assert counters["by_reason"] == {"not_found": 1}
+    assert counters["by_service"] == {"x": 1}
+    assert counters["requests"] == 2

@@ -53,10 +53,12 @@ class Redactor:
 
     def redact(self, text: str) -> str:
         """Return `text` with every known value replaced by MASK and URL queries removed."""
+        return strip_url_queries(self.mask(text))
+
+    def mask(self, text: str) -> str:
+        """Return `text` with every known value replaced by MASK; URL queries stay."""
         pattern = self._pattern
-        if pattern is not None:
-            text = pattern.sub(MASK, text)
-        return strip_url_queries(text)
+        return pattern.sub(MASK, text) if pattern is not None else text
 
 
 def strip_url_queries(text: str) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 
 from aiohttp import hdrs, web
 
@@ -42,10 +41,14 @@ logger = logging.getLogger(__name__)
 STATUS_CLIENT_CLOSED = 499
 
 
-@dataclass
 class _RequestState:
-    cors_headers: dict[str, str] = field(default_factory=dict)
-    service: str | None = None
+    """What later steps and the traffic log need from earlier ones."""
+
+    __slots__ = ("cors_headers", "service")
+
+    def __init__(self) -> None:
+        self.cors_headers: dict[str, str] = {}
+        self.service: str | None = None
 
 
 class Sidecar:

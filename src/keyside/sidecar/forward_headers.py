@@ -39,6 +39,8 @@ DROPPED_REQUEST_PREFIXES = ("proxy-", "sec-", "x-forwarded-", "cf-", "x-keyside-
 CREDENTIAL_WORDS = re.compile(r"auth|key|token|secret|passw|cookie|session|credential|signature|csrf|xsrf")
 CUSTOM_HEADER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+# The same without the tab, which a header value may contain.
+VALUE_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 # Response headers never passed back to the caller.
 DROPPED_RESPONSE_HEADERS = frozenset({
@@ -82,7 +84,7 @@ def forward_request_headers(headers: CIMultiDictProxy[str], service: ServiceSpec
     inside a value is allowed.
     """
     for name, value in headers.items():
-        if CONTROL_CHARACTERS.search(name) or CONTROL_CHARACTERS.search(value.replace("\t", "")):
+        if CONTROL_CHARACTERS.search(name) or VALUE_CONTROL_CHARACTERS.search(value):
             raise SidecarHttpError(400, "header_control_characters",
                                    f"Header {name[:64]!r} contains a control character.",
                                    fix="remove CR, LF and NUL characters from header names and values")
@@ -101,7 +103,7 @@ def response_headers(upstream_headers: Iterable[tuple[str, str]], pattern: Scrub
         lowered = name.lower()
         if lowered in DROPPED_RESPONSE_HEADERS or lowered.startswith(DROPPED_RESPONSE_PREFIXES):
             continue
-        if CONTROL_CHARACTERS.search(value.replace("\t", "")) or pattern.scrub_text(name) != name:
+        if VALUE_CONTROL_CHARACTERS.search(value) or pattern.contains_text(name):
             continue
         allowed.add(name, pattern.scrub_text(value))
     return allowed

@@ -48,12 +48,16 @@ class ScrubPattern:
     def contains_value(self, data: bytes) -> bool:
         return any(value in data for value in self._encoded)
 
-    def scrub_text(self, text: str) -> str:
+    def contains_text(self, text: str) -> bool:
         if self._text is None or len(text) < self._min_text_length:
+            return False
+        return any(value in text for value in self._ordered)
+
+    def scrub_text(self, text: str) -> str:
+        pattern = self._text
+        if pattern is None or not self.contains_text(text):
             return text
-        if not any(value in text for value in self._ordered):
-            return text
-        return self._text.sub(MASK, text)
+        return pattern.sub(MASK, text)
 
     def scrub_bytes(self, data: bytes) -> bytes:
         if self._bytes is None or not self.contains_value(data):

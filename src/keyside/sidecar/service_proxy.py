@@ -127,7 +127,7 @@ class ServiceProxy:
                            headers: CIMultiDict[str]) -> web.Response:
         # Nothing is sent yet, so a failure here still becomes a proper error response.
         try:
-            body = b"".join([chunk async for chunk in upstream.iter_chunks()])
+            body = await upstream.read()
         except GuardDenied as error:
             logger.warning("upstream body failed service=%s reason=%s", service.name, error.reason)
             raise outbound_error(error) from None

@@ -53,6 +53,9 @@ class TokenRegistry:
     def __init__(self, ui_token: str | None = None):
         self._ui: _Entry | None = None
         self._exec: dict[str, _Entry] = {}
+        # Every entry, rebuilt on each change, because match() runs on every request.
+        self._all: tuple[_Entry, ...] = ()
+        self._tokens: tuple[str, ...] = ()
         if ui_token:
             self.set_ui_token(ui_token)
 
@@ -61,6 +64,7 @@ class TokenRegistry:
         if any(hmac.compare_digest(_digest(token), entry.digest) for entry in self._exec.values()):
             raise TokenConflict("the new UI token equals an exec token")
         self._ui = _Entry(token, _digest(token), TokenGrant(UI_TOKEN_ID, None))
+        self._rebuild()
 
     def add_exec_token(self, token_id: str, token: str, services: frozenset[str]) -> None:
         if token_id == UI_TOKEN_ID or token_id in self._exec:
@@ -69,16 +73,20 @@ class TokenRegistry:
         if any(hmac.compare_digest(digest, entry.digest) for entry in self._entries()):
             raise TokenConflict("the token equals one already registered")
         self._exec[token_id] = _Entry(token, digest, TokenGrant(token_id, services))
+        self._rebuild()
 
     def revoke_exec_token(self, token_id: str) -> bool:
         """Remove an exec token; return False when no token had that id."""
-        return self._exec.pop(token_id, None) is not None
+        removed = self._exec.pop(token_id, None) is not None
+        self._rebuild()
+        return removed
 
-    def _entries(self) -> list[_Entry]:
-        entries = list(self._exec.values())
-        if self._ui is not None:
-            entries.append(self._ui)
-        return entries
+    def _rebuild(self) -> None:
+        self._all = (*self._exec.values(), *((self._ui,) if self._ui is not None else ()))
+        self._tokens = tuple(entry.token for entry in self._all)
+
+    def _entries(self) -> tuple[_Entry, ...]:
+        return self._all
 
     def match(self, presented: str | None, *, allow_ui: bool = True) -> TokenGrant | None:
         """Return the grant of the token equal to `presented`, or None.
@@ -95,9 +103,9 @@ class TokenRegistry:
                 found = entry.grant
         return found
 
-    def values(self) -> list[str]:
+    def values(self) -> tuple[str, ...]:
         """Return every registered token, for redaction of logs and URLs."""
-        return [entry.token for entry in self._entries()]
+        return self._tokens
 
     @property
     def exec_token_count(self) -> int:

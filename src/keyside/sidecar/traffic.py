@@ -2,14 +2,14 @@
 
 An entry keeps the method, the path without its query, the status, the duration and the reason of
 a rejection. Paths pass through the redactor, so a token or key pasted into a path is masked.
+Recording runs on every request, so an entry is a plain tuple until /api/traffic asks for it.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter, deque
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from keyside.redact import Redactor
 
@@ -19,8 +19,7 @@ TRAFFIC_ENTRIES = 200
 MAX_LOGGED_PATH_CHARS = 300
 
 
-@dataclass(frozen=True)
-class TrafficEntry:
+class TrafficEntry(NamedTuple):
     time: float  # Unix time of the request's arrival
     method: str
     path: str  # without the query
@@ -38,17 +37,18 @@ class TrafficLog:
         self._entries: deque[TrafficEntry] = deque(maxlen=TRAFFIC_ENTRIES)
         self.started_monotonic = time.monotonic()
         self.requests = 0
-        self.by_status_class: Counter[str] = Counter()
+        self.by_status_class: Counter[int] = Counter()  # 2 for 2xx, 4 for 4xx
         self.by_reason: Counter[str] = Counter()
         self.by_service: Counter[str] = Counter()
 
     def record(self, *, started_wall: float, method: str, raw_path: str, status: int, duration_s: float,
                service: str | None, reason: str | None) -> TrafficEntry:
-        path = self._redactor.redact(raw_path.partition("?")[0][:MAX_LOGGED_PATH_CHARS])
+        # The query is cut off first, so only known values are left to mask.
+        path = self._redactor.mask(raw_path.partition("?")[0][:MAX_LOGGED_PATH_CHARS])
         entry = TrafficEntry(started_wall, method, path, status, round(duration_s * 1000, 3), service, reason)
         self._entries.append(entry)
         self.requests += 1
-        self.by_status_class[f"{status // 100}xx"] += 1
+        self.by_status_class[status // 100] += 1
         if reason:
             self.by_reason[reason] += 1
         if service:
@@ -57,12 +57,12 @@ class TrafficLog:
 
     def entries(self) -> list[dict[str, Any]]:
         """Return the buffered entries, oldest first."""
-        return [asdict(entry) for entry in self._entries]
+        return [entry._asdict() for entry in self._entries]
 
     def counters(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
-            "by_status": dict(self.by_status_class),
+            "by_status": {f"{status_class}xx": count for status_class, count in self.by_status_class.items()},
             "by_reason": dict(self.by_reason),
             "by_service": dict(self.by_service),
         }
