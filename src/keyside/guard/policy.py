@@ -26,8 +26,9 @@ MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 MAX_REDIRECTS = 5
 # Requests in flight at once over all hosts; more wait in a first-in, first-out queue.
 MAX_CONCURRENT = 32
-# Browsers open 6 HTTP/1.1 connections per host; a few more lets streams and calls overlap.
-MAX_CONCURRENT_PER_HOST = 8
+# A browser opens 6 HTTP/1.1 connections per origin, but several windows, and SDK clients under
+# `keyside exec` that send batches with asyncio.gather, share one upstream host.
+MAX_CONCURRENT_PER_HOST = 16
 
 # Deny reasons an explicit allowance may lift: unicast ranges where a local server can live.
 # Metadata, multicast, broadcast, unspecified and reserved addresses are never reachable.
