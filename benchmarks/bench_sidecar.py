@@ -11,10 +11,15 @@ A third proxy, the bare proxy with the outbound guard as its client, shows how m
 difference is the guard and how much the sidecar's own checks.
 
 Options: --seconds per throughput round (default 5), --rounds (3), --connections (16),
---json to print the results as JSON. The load generator is a small HTTP/1.1 client on asyncio
-protocols, written to keep its own CPU cost low. It still shares the two cores with the proxy
-under test, so absolute numbers are lower than a load tool on other cores would show.
-Rounds alternate between the bare proxy and the sidecar, so load from other processes on the
+--no-pin to leave processes where the scheduler puts them, --json to print the results as JSON.
+
+On a machine with two or more cores, the proxies run pinned to one core, and this process and
+the upstream to another, so each proxy has a core to itself. A proxy's throughput is then set by
+its own CPU time per request, which is what the ratio is meant to compare, rather than by how
+the scheduler shares cores between the load generator, the upstream and the proxy. The load
+generator is a small HTTP/1.1 client on asyncio protocols, written to keep its own CPU cost low.
+It shares its core with the upstream, so absolute numbers are lower than a load tool on other
+machines would show. Rounds alternate between the proxies, so load from other processes on the
 machine affects both alike.
 """
 
@@ -182,6 +187,25 @@ def _response_end(buffer: bytearray) -> int | None:
     return body_start + length if len(buffer) >= body_start + length else None
 
 
+def pin_processes(pin: bool, *, load_side: list[int], proxy_side: list[int]) -> dict[str, Any]:
+    """Put the proxies on one core and the load generator and upstream on another, when possible.
+
+    Return which cores each side got, or why nothing was pinned.
+    """
+    if not pin:
+        return {"pinned": False, "why": "--no-pin"}
+    if not hasattr(os, "sched_setaffinity"):
+        return {"pinned": False, "why": "this platform has no sched_setaffinity"}
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return {"pinned": False, "why": "fewer than two cores are available"}
+    for pid in load_side:
+        os.sched_setaffinity(pid, {cores[0]})
+    for pid in proxy_side:
+        os.sched_setaffinity(pid, {cores[1]})
+    return {"pinned": True, "load_generator_and_upstream": cores[0], "proxies": cores[1]}
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """Return the user plus system CPU time the processes have used so far."""
     total = 0
@@ -292,6 +316,7 @@ def machine() -> dict[str, Any]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"machine": machine(), "settings": vars(args)}
+    own_cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     children: list[subprocess.Popen[bytes]] = []
     sidecar: SidecarProcess | None = None
     try:
@@ -303,6 +328,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         services = [service("bench", origin, secret="BENCH_KEY", inject=bearer(), paths=["/json1k", "/sse"])]
         sidecar = SidecarProcess(services=services, secrets={"BENCH_KEY": KEY}).start()
         auth = sidecar.auth_headers()
+        assert sidecar.process is not None
+        results["cores"] = pin_processes(args.pin, load_side=[os.getpid(), children[0].pid],
+                                         proxy_side=[bare.pid, guarded.pid, sidecar.process.pid])
 
         # Warm up all three paths: connection pools, caches, code paths.
         for port, path, headers in ((upstream_port, "/json1k", {}), (bare_port, "/json1k", {}),
@@ -351,6 +379,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for process in children:
             process.kill()
             process.wait()
+        if own_cores is not None:
+            os.sched_setaffinity(0, own_cores)  # start times are measured unpinned
 
     handshakes, first_replies, exits = start_times(args.start_samples)
     results["start_to_handshake_s"] = {"median": statistics.median(handshakes), "min": min(handshakes),
@@ -368,6 +398,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per proxy")
     parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive connections")
     parser.add_argument("--start-samples", type=int, default=10, help="sidecar starts to time")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="do not pin the proxies and the load generator to separate cores")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     results = asyncio.run(run(args))
@@ -383,6 +415,7 @@ def main() -> None:
     start = results["start_to_handshake_s"]
 
     print(f"machine: {results['machine']}")
+    print(f"cores: {results['cores']}")
     print(f"throughput, {args.connections} connections: bare proxy {bare:.0f} req/s, bare proxy with guard "
           f"{guarded:.0f} req/s, sidecar {side:.0f} req/s, "
           f"ratio {results['throughput_ratio']:.3f} (target >= 0.90)")
