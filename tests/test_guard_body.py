@@ -115,7 +115,7 @@ async def test_chunked_body_over_cap(serve: Serve) -> None:
 
 @pytest.mark.parametrize("path", [f"/sized?n={CAP + 1}", "/chunked?chunks=64"])
 async def test_read_of_plain_body_over_cap(serve: Serve, path: str) -> None:
-    # read() takes its own loop for a body without a content coding; the cap holds there too.
+    # read() has its own loop for a body without a content coding, and the cap applies there too.
     port = await serve(body_app())
     async with make_client([f"127.0.0.1:{port}"]) as client:
         with pytest.raises(GuardDenied) as caught:
@@ -124,7 +124,7 @@ async def test_read_of_plain_body_over_cap(serve: Serve, path: str) -> None:
     assert caught.value.reason == "response_too_large"
 
 
-async def test_read_of_chunked_plain_body_joins_every_piece(serve: Serve) -> None:
+async def test_read_joins_chunked_plain_body(serve: Serve) -> None:
     body, _ = await _read_all(serve, "/chunked?chunks=3")
     assert body == b"y" * (3 * 8192)
 

@@ -27,7 +27,7 @@ async def test_deadline_not_reached_changes_nothing() -> None:
     await asyncio.sleep(0.01)  # a timer left armed would cancel this sleep
 
 
-async def test_deadline_in_the_past_fires_at_the_next_await() -> None:
+async def test_past_deadline_fires_at_next_await() -> None:
     loop = asyncio.get_running_loop()
     with pytest.raises(TimeoutError):
         with Deadline(loop, loop.time() - 1):
@@ -50,7 +50,7 @@ async def test_outside_cancellation_stays_a_cancellation() -> None:
         await task
 
 
-async def test_outside_cancellation_in_the_same_turn_stays_a_cancellation() -> None:
+async def test_same_turn_cancellation_wins() -> None:
     # The deadline and a caller cancel the task in the same loop turn: the caller's cancellation
     # wins, as with asyncio.timeout_at. Both timers share one `when`, so they run in one turn.
     loop = asyncio.get_running_loop()

@@ -214,7 +214,7 @@ async def test_cached_lookup_counts_allowance_uses(dns: DnsServer) -> None:
     assert pinning.allowance_uses[("model.lan", 8080, "192.168.1.20")] == 3
 
 
-async def test_cached_lookup_never_holds_a_denied_answer(dns: DnsServer) -> None:
+async def test_cached_lookup_skips_denied_answer(dns: DnsServer) -> None:
     dns.set("meta.test", "169.254.169.254", ttl=300)
     pinning = _pinning(dns, FakeClock())
     with pytest.raises(GuardDenied):

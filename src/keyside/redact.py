@@ -56,7 +56,7 @@ class Redactor:
         return strip_url_queries(self.mask(text))
 
     def mask(self, text: str) -> str:
-        """Return `text` with every known value replaced by MASK; URL queries stay."""
+        """Return `text` with every known value replaced by MASK, keeping URL queries."""
         pattern = self._pattern
         return pattern.sub(MASK, text) if pattern is not None else text
 

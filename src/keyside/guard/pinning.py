@@ -96,9 +96,6 @@ class PinningResolver(AbstractResolver):
         Every answer must be allowed: one private answer among public ones denies the host,
         because which answer a later connection uses is not under the guard's control.
         """
-        cached = self.cached_lookup(host, port)
-        if cached is not None:
-            return cached
         verdicts = await self.inspect(host, port)
         for verdict in verdicts:
             if not verdict.allowed:
@@ -109,10 +106,10 @@ class PinningResolver(AbstractResolver):
         return _dial_order(verdicts)
 
     def cached_lookup(self, host: str, port: int) -> tuple[Verdict, ...] | None:
-        """Return what lookup() would from a cached, still valid answer, or None without one.
+        """Return the result lookup() would give from a valid cached answer, or None on a miss.
 
-        A plain call, where lookup() is a coroutine: the request path takes it first, because
-        almost every request finds its host in the cache.
+        Unlike lookup(), this is not a coroutine. The client's request path calls it first,
+        because almost every request finds its host in the cache.
         """
         key = (host, port)
         cached = self._cache.get(key)

@@ -42,7 +42,7 @@ STATUS_CLIENT_CLOSED = 499
 
 
 class _RequestState:
-    """What later steps and the traffic log need from earlier ones."""
+    """State that later pipeline steps and the traffic log read from earlier steps."""
 
     __slots__ = ("cors_headers", "service")
 

@@ -2,7 +2,7 @@
 
 An entry keeps the method, the path without its query, the status, the duration and the reason of
 a rejection. Paths pass through the redactor, so a token or key pasted into a path is masked.
-Recording runs on every request, so an entry is a plain tuple until /api/traffic asks for it.
+Recording runs on every request, so an entry is a plain tuple until /api/traffic reads it.
 """
 
 from __future__ import annotations
