@@ -77,8 +77,8 @@ def sidecar(upstreams: dict[str, UpstreamServer], tmp_path_factory: pytest.TempP
     all_methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
     services = [
         service("bearer", ups["bearer"].origin, secret="BEARER_KEY", inject=bearer(), methods=all_methods,
-                paths=["/bearer/", "/echo/", "/v1/", "/sse", "/leak", "/leak-sse", "/redirect", "/stall",
-                       "/stall-headers", "/stall-body", "/gzip", "/status/", "/hostile-headers"],
+                paths=["/bearer/", "/echo/", "/v1/", "/sse", "/leak", "/leak-sse", "/leak-base64", "/redirect",
+                       "/stall", "/stall-headers", "/stall-body", "/gzip", "/status/", "/hostile-headers"],
                 validate=ValidateSpec("/v1/models")),
         service("header", ups["header"].origin, secret="HEADER_KEY", inject=header("X-Api-Key"),
                 methods=["GET", "POST"], paths=["/header/", "/echo/"]),
@@ -417,6 +417,20 @@ async def test_key_echo_in_sse_scrubbed(sidecar: SidecarProcess, client: aiohttp
     status, _, body = await get(client, sidecar, "/api/svc/bearer/leak-sse")
     assert status == 200
     assert body == f"data: first\n\ndata: key={MASK}\n\ndata: last\n\n".encode()
+
+
+async def test_base64_key_echo_scrubbed(sidecar: SidecarProcess, client: aiohttp.ClientSession) -> None:
+    status, _, body = await get(client, sidecar, "/api/svc/bearer/leak-base64")
+    assert status == 200
+    key = KEYS["BEARER_KEY"].encode()
+    reply = json.loads(body)
+    assert reply["alone"] == MASK
+    assert base64.b64encode(key) not in body
+    # Inside the blob, at most 2 bytes at each end of the key (4 characters each) stay visible.
+    sent_blob = base64.urlsafe_b64encode(b'{"sub": "' + key + b'"}').decode()
+    assert MASK in reply["blob"]
+    visible = reply["blob"].replace(MASK, "")
+    assert len(sent_blob) - len(visible) >= (len(key) - 4) * 4 // 3
 
 
 @pytest.mark.parametrize(("path", "secret"), [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import sys
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from keyside.manifest import InjectSpec, ServiceSpec
 from keyside.redact import MASK, RedactingFilter, Redactor, strip_url_queries
-from keyside.sidecar.keystore import KeyStore, basic_credential, leak_forms
+from keyside.sidecar.keystore import BASE64_MIN_BYTES, KeyStore, base64_forms, basic_credential, leak_forms
 from keyside.sidecar.scrub import ScrubPattern
 
 SECRET = "sk-live-4f9a8b7c6d5e4f3a2b1c"
@@ -111,6 +112,42 @@ def test_leak_forms_cover_encodings() -> None:
     assert "k%2Fey%2Bwith%20space%22quote" in forms
     assert "k%2Fey%2Bwith+space%22quote" in forms
     assert json.dumps(value)[1:-1] in forms
+
+
+def test_leak_forms_cover_html_escaping() -> None:
+    value = "key<with>&\"quotes'0123"
+    assert "key&lt;with&gt;&amp;&quot;quotes&#x27;0123" in leak_forms(value)
+
+
+# A key whose base64 contains "+", which the URL-safe alphabet writes as "-".
+BASE64_KEY = "sk-??>>~~-0123456789abcdefghij"
+
+
+@pytest.mark.parametrize("encode", [base64.b64encode, base64.urlsafe_b64encode])
+@pytest.mark.parametrize("prefix_bytes", range(6))
+def test_base64_of_key_masked_at_any_offset(encode: Any, prefix_bytes: int) -> None:
+    key = BASE64_KEY.encode("utf-8")
+    blob = encode(b"p" * prefix_bytes + key + b"trailing bytes").decode("ascii")
+    store = KeyStore({}, Redactor())
+    store.set("API_KEY", BASE64_KEY)
+    scrubbed = store.pattern.scrub_text(blob)
+    assert MASK in scrubbed
+    # At most 2 bytes at each end of the key (4 characters each) stay visible.
+    removed_chars = len(blob) - (len(scrubbed) - len(MASK))
+    assert removed_chars >= (len(key) - 4) * 4 // 3
+
+
+@pytest.mark.parametrize("encode", [base64.b64encode, base64.urlsafe_b64encode])
+def test_base64_of_key_alone_masked_whole(encode: Any) -> None:
+    store = KeyStore({}, Redactor())
+    store.set("API_KEY", BASE64_KEY)
+    encoded = encode(BASE64_KEY.encode("utf-8")).decode("ascii")
+    assert store.pattern.scrub_text(f'{{"echo": "{encoded}"}}') == f'{{"echo": "{MASK}"}}'
+
+
+def test_short_key_has_no_base64_forms() -> None:
+    assert base64_forms("k" * (BASE64_MIN_BYTES - 1)) == set()
+    assert base64_forms("k" * BASE64_MIN_BYTES)
 
 
 def test_keystore_pattern_masks_basic_credential() -> None:

@@ -18,6 +18,8 @@ Routes (KEY is the server's `key`; a wrong or missing key gives 401 and never ec
     GET  /sse?events=N&interval_ms=M       a text/event-stream of N events, M ms apart
     GET  /leak?split=N                     the key back in a header and in a body split at byte N
     GET  /leak-sse                         the key inside SSE events, split across writes
+    GET  /leak-base64                      the key base64-encoded alone and inside a longer URL-safe
+                                           blob, written 3 bytes at a time
     GET  /redirect?to=URL&status=302       a redirect to URL (absolute or a path on this server);
                                            keep_query=1 copies the request query into `copied`
     GET  /stall                            headers and one chunk, then nothing (until the client leaves)
@@ -157,6 +159,7 @@ class UpstreamServer:
         app.router.add_get("/sse", self._sse)
         app.router.add_get("/leak", self._leak)
         app.router.add_get("/leak-sse", self._leak_sse)
+        app.router.add_get("/leak-base64", self._leak_base64)
         app.router.add_get("/redirect", self._redirect)
         app.router.add_get("/stall", self._stall)
         app.router.add_get("/stall-headers", self._stall_headers)
@@ -325,6 +328,18 @@ class UpstreamServer:
         for part in parts:
             await response.write(part)
             await asyncio.sleep(0.002)
+        await response.write_eof()
+        return response
+
+    async def _leak_base64(self, request: web.Request) -> web.StreamResponse:
+        key = self.key.encode()
+        alone = base64.b64encode(key).decode()
+        blob = base64.urlsafe_b64encode(b'{"sub": "' + key + b'"}').decode()
+        body = f'{{"alone": "{alone}", "blob": "{blob}"}}'.encode()
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for start in range(0, len(body), 3):
+            await response.write(body[start:start + 3])
         await response.write_eof()
         return response
 

@@ -2,12 +2,14 @@
 
 A key leaves the sidecar in the form its service injects it: as is, percent-encoded in a query
 or path, or inside a Basic credential. An upstream that echoes the request sends back that form,
-so the scrub pattern covers all of them, plus the JSON-escaped spelling and every token.
+so the scrub pattern covers all of them, plus the JSON-escaped, HTML-escaped and base64
+spellings and every token.
 """
 
 from __future__ import annotations
 
 import base64
+import html
 import json
 from collections.abc import Callable, Iterable
 from urllib.parse import quote, quote_plus
@@ -23,9 +25,41 @@ def basic_credential(username: str | None, key: str) -> str:
     return base64.b64encode(pair.encode("utf-8")).decode("ascii")
 
 
+# Base64 forms are added only for values at least this long. A shorter value's base64 core is
+# only a few characters, which unrelated base64 data (an image, a hash) would match by chance.
+BASE64_MIN_BYTES = 16
+
+
 def leak_forms(value: str) -> set[str]:
-    """Return the spellings of `value` an upstream could echo: raw, URL-encoded and JSON-escaped."""
-    return {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1]}
+    """Return the spellings of `value` an upstream could echo.
+
+    These are raw, URL-encoded, JSON-escaped, HTML-escaped and, for long values, base64.
+    """
+    forms = {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1], html.escape(value)}
+    return forms | base64_forms(value)
+
+
+def base64_forms(value: str) -> set[str]:
+    """Return the base64 text of `value` alone and inside a larger base64 blob, both alphabets.
+
+    Base64 turns 3 bytes into 4 characters, so the characters for a value depend on where it
+    starts in the blob, modulo 3. For each of the 3 offsets the form is the run of characters
+    that encode bytes of the value only. Up to 2 bytes at each end of the value fall into
+    characters shared with neighbouring bytes and stay unmasked.
+    """
+    data = value.encode("utf-8")
+    if len(data) < BASE64_MIN_BYTES:
+        return set()
+    forms: set[str] = set()
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        forms.add(encode(data).decode("ascii"))  # the value encoded on its own, padding included
+        for offset in range(3):
+            padded = b"\0" * offset + data
+            # With an offset, the first 4 characters mix the prefix with the value's first bytes.
+            start = 4 if offset else 0
+            end = len(padded) // 3 * 4  # the last, partial group depends on the bytes after it
+            forms.add(encode(padded).decode("ascii")[start:end])
+    return forms
 
 
 class KeyStore:
