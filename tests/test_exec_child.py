@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -153,3 +154,45 @@ def test_relay_queues_signals_while_spawning(tmp_path: Path, capfd: pytest.Captu
         relay.finish()
     assert exit_code == 10 + signal.SIGUSR1
     assert capfd.readouterr().out.count("got SIGUSR1") == 1
+
+
+def _gone(pid: int) -> bool:
+    """Return True when `pid` has exited (a zombie waiting for its new parent counts as exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux-only")
+def test_child_stops_when_exec_is_killed(tmp_path: Path) -> None:
+    # keyside exec killed with SIGKILL cannot relay anything, so the kernel's parent-death signal
+    # must stop the command, which would otherwise run on with a dead token.
+    ready_file = tmp_path / "ready"
+    driver = subprocess.Popen([sys.executable, str(SCRIPTS / "run_child_driver.py"), sys.executable,
+                               SIGNALS_SCRIPT, "die", str(ready_file)], env={**child_env(), **_python_path()},
+                              stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not ready_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ready_file.exists(), "the child never became ready"
+        children = Path(f"/proc/{driver.pid}/task/{driver.pid}/children").read_text().split()
+        assert len(children) == 1
+        child_pid = int(children[0])
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(5)
+        deadline = time.monotonic() + 5
+        while not _gone(child_pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _gone(child_pid), "the command kept running after keyside exec was killed"
+    finally:
+        driver.kill()
+        driver.wait(5)
+
+
+def _python_path() -> dict[str, str]:
+    # The driver imports keyside from this checkout, installed or not.
+    source = str(Path(__file__).resolve().parents[1] / "src")
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}

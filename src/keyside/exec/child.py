@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from types import FrameType
 
 from keyside.exec.environment import COMMAND_NOT_EXECUTABLE, COMMAND_NOT_FOUND, ExecError
+from keyside.parent_death import child_death_hook
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +189,8 @@ def end_with_signal(signum: int) -> None:
 
 def _spawn(command: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     try:
-        return subprocess.Popen(list(command), env=dict(env))
+        # On Linux the child gets SIGTERM if keyside exec dies without relaying one (SIGKILL).
+        return subprocess.Popen(list(command), env=dict(env), preexec_fn=child_death_hook())
     except FileNotFoundError:
         raise ExecError(f"Command not found: {command[0]!r}.", reason=COMMAND_NOT_FOUND,
                         fix="Check the spelling, or give the full path of the program.",
